@@ -1,0 +1,103 @@
+"""Builds everything once from a :class:`Config` and runs it for all runs at once."""
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from continual.classifier import make_classifier
+from continual.loop import LoopSpec, Train, make_train
+from continual.optimizers import HParams
+from continual.runner import execute, run_keys
+from experiments.config import Config, validate
+from metrics import hooks
+from metrics import results
+from plasticity.networks import make_network
+from tasks.base import TaskSequence
+from tasks.datasets import load_dataset
+from tasks.supervised import make_stream
+
+
+class Experiment(NamedTuple):
+    config: Config
+    tasks: TaskSequence
+    train: Train
+    runs: pd.DataFrame  # one row per run: seed and vmapped hyperparameters
+    hparams: HParams    # leaves [R]
+    spec: LoopSpec
+
+
+def run_table(cfg: Config) -> pd.DataFrame:
+    """Runs are the product of hyperparameter lists and seeds (seeds vary fastest)."""
+    grid = cfg.hparam_grid()
+    seeds = range(cfg.seed, cfg.seed + cfg.seeds)
+    rows = [dict(zip(grid, values), seed=s)
+            for values in itertools.product(*grid.values()) for s in seeds]
+    table = pd.DataFrame(rows)
+    table.index.name = "run"
+    return table[["seed", *grid]]
+
+
+def build(cfg: Config) -> Experiment:
+    validate(cfg)
+    dataset = load_dataset(cfg.dataset, cfg.data_dir or None)
+    tasks = make_stream(dataset, cfg.family, cfg.num_tasks, classes_per_task=cfg.classes_per_task,
+                        eval_examples=cfg.eval_examples, probe_examples=cfg.probe_examples,
+                        task_seed=cfg.task_seed)
+    network = make_network(cfg.network, tasks.input_shape, tasks.num_classes, hidden=cfg.hidden,
+                           channels=cfg.channels, activation=cfg.activation,
+                           layer_norm=cfg.layer_norm)
+    diagnostics = hooks.parse_metrics(cfg.metrics, tau=cfg.dormant_tau)
+    learner = make_classifier(
+        network, cfg.optimizer, setting=cfg.setting,
+        optimizer_stats=hooks.optimizer_stats if diagnostics.optimization else None)
+    diagnose = hooks.make_diagnose(diagnostics.probes, cfg.activation)
+    spec = LoopSpec(cfg.steps_per_task, cfg.log_every, cfg.batch_size)
+    train = make_train(spec, learner, tasks, diagnose)
+    runs = run_table(cfg)
+    hparams = HParams(**{name: jnp.asarray(runs[name].to_numpy(), jnp.float32)
+                         for name in HParams._fields})
+    return Experiment(cfg, tasks, train, runs, hparams, spec)
+
+
+def run(exp: Experiment, *, progress: bool = True):
+    """Executes all runs; returns ``(table, per_run_summary, wall_seconds)``."""
+    cfg = exp.config
+    keys = run_keys(exp.runs["seed"].to_numpy())
+    bar = None
+    if progress and cfg.mode == "chunked":
+        from tqdm.auto import tqdm
+        bar = tqdm(total=cfg.num_tasks, desc="tasks", unit="task")
+
+    def on_task(t, logs_t):
+        if bar is not None:
+            acc = np.asarray(logs_t["eval_acc"])[:, -1, t].mean()
+            bar.set_postfix(train_loss=f"{np.asarray(logs_t['train']['train_loss'])[:, -1].mean():.3f}",
+                            acc_current=f"{acc:.3f}")
+            bar.update(1)
+
+    start = time.perf_counter()
+    try:
+        logs0, logs = execute(exp.train, keys, exp.hparams, exp.tasks.data, exp.tasks.params,
+                              num_tasks=cfg.num_tasks, mode=cfg.mode, on_task=on_task)
+    finally:
+        if bar is not None:
+            bar.close()
+    wall = time.perf_counter() - start
+    table = results.to_frame(logs0, logs, exp.runs, cfg.log_every)
+    return table, results.summarize_runs(table), wall
+
+
+def resolved_config(cfg: Config, preset: str) -> dict:
+    from importlib.metadata import version
+    return {"preset": preset, **cfg.to_dict(),
+            "versions": {p: version(p) for p in ("jax", "flax", "optax", "pandas")}}
+
+
+def default_run_dir(preset: str) -> Path:
+    return Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -1,0 +1,292 @@
+"""Representation, weight and optimisation diagnostics as pure ``jax.numpy`` functions.
+
+Every function here is jit- and vmap-safe: no Python control flow on array values, no host
+transfers. Names and definitions follow ``REFERENCE.md`` §1–3 (canonical keys in brackets).
+
+Conventions
+-----------
+* Features ``h`` are post-activations ``[N, ..., H]``: dense ``[N, H]``, conv
+  ``[N, height, width, C]``. For unit-level quantities (dormant, dead) a unit is the last axis (a conv channel), averaged over
+  every other axis (batch *and* spatial positions, as in dopamine's ReDo).
+* For rank quantities the feature matrix is ``Φ = h.reshape(N, -1)``: a conv map is flattened per
+  sample, so ``d = height·width·C``.
+* Quantities that would divide by zero (a fully dead layer, an all-zero parameter tree) return 0
+  through ``jnp.where`` with a safe denominator, so neither the value nor its gradient is NaN.
+* Inputs are promoted to at least float32 (bf16 features would make the Gram eigenvalues useless).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+_REDO_EPS = 1e-9  # dopamine's constant in the ReDo score denominator
+
+
+def _f32(x: jax.Array) -> jax.Array:
+    x = jnp.asarray(x)
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
+def _safe_div(num: jax.Array, den: jax.Array) -> jax.Array:
+    """num / den, and 0 where den == 0 (double-where so the gradient is finite too)."""
+    ok = den != 0
+    return jnp.where(ok, num / jnp.where(ok, den, 1.0), 0.0)
+
+
+def _unit_mean_abs(h: jax.Array) -> jax.Array:
+    """E|h_i| per unit: mean over every axis but the last -> [H]."""
+    h = _f32(h)
+    return jnp.mean(jnp.abs(h), axis=tuple(range(h.ndim - 1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Unit activity: dormant / dead / active entries
+# ---------------------------------------------------------------------------------------------
+
+
+def dormant_scores(h: jax.Array) -> jax.Array:
+    """ReDo score s_i = E|h_i| / (mean_k E|h_k| + 1e-9), shape [H] (Sokar et al. 2023).
+
+    A conv channel is one unit: the expectation runs over batch and spatial positions.
+    """
+    m = _unit_mean_abs(h)
+    return m / (jnp.mean(m) + _REDO_EPS)
+
+
+def dormant_count(h: jax.Array, tau: float | jax.Array) -> tuple[jax.Array, int]:
+    """Number of τ-dormant units (s_i ≤ τ) as float32, and the layer width H [``dormant_frac@τ``].
+
+    τ = 0 means *dead*: it tests E|h_i| == 0 exactly rather than the score, so a tiny but nonzero
+    activity can never be rounded into "dead". ``tau`` may be a traced array (e.g. a vmapped
+    hyperparameter); H is a static Python int.
+    """
+    m = _unit_mean_abs(h)
+    s = m / (jnp.mean(m) + _REDO_EPS)
+    dormant = jnp.where(jnp.asarray(tau) == 0, m == 0, s <= tau)
+    return jnp.sum(dormant, dtype=jnp.float32), int(h.shape[-1])
+
+
+def dead_count_exact(h: jax.Array) -> jax.Array:
+    """Units with Σ_x |h_i(x)| == 0 over the whole batch, as float32 [``dead_count_exact``].
+
+    Dohare et al. 2024 (Permuted MNIST, 2,000 inputs). On the same batch this equals
+    ``dormant_count(h, 0)``; the two names differ in the batch they are usually computed on.
+    """
+    h = _f32(h)
+    total = jnp.sum(jnp.abs(h), axis=tuple(range(h.ndim - 1)))
+    return jnp.sum(total == 0, dtype=jnp.float32)
+
+
+# Activation family -> "entry is inactive" rule, after Plasticine (plasticine_metrics/units.py).
+_ZERO_FLOOR = ("relu", "crelu")
+_FAU_RULES = {
+    **{name: (lambda h: h == 0) for name in _ZERO_FLOOR},
+    "tanh": lambda h: jnp.abs(h) > 0.99,
+    "sigmoid": lambda h: (h < 0.01) | (h > 0.99),
+}
+FAU_ACTIVATIONS = tuple(_FAU_RULES)
+
+
+def active_entry_frac(h: jax.Array, activation: str) -> jax.Array:
+    """Plasticine "FAU": 1 − mean_{b,j} 1[h_bj inactive], an *entry*-level fraction
+    [``active_entry_frac``].
+
+    ``activation`` is a static string. Inactive means: h == 0 for relu/crelu; |h| > 0.99 for
+    tanh; h < 0.01 or h > 0.99 for sigmoid. Every other activation returns NaN (not applicable):
+    leaky ReLU, GELU, SiLU/swish, ELU and rationals have no zero or saturating region, so any
+    threshold would be arbitrary; Fourier features (sin/cos in [−1, 1]) make Plasticine's
+    |h| > √2 − 0.01 rule never fire, giving FAU ≡ 1 (REFERENCE.md §2, bug note).
+    """
+    rule = _FAU_RULES.get(activation.lower())
+    if rule is None:  # static branch on a Python string, not on a value
+        return jnp.array(jnp.nan, jnp.float32)
+    return 1.0 - jnp.mean(rule(_f32(h)), dtype=jnp.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Ranks (on uncentred Φ ∈ R^{N×d})
+# ---------------------------------------------------------------------------------------------
+
+
+def _gram_singular_values(a: jax.Array) -> jax.Array:
+    """Singular values of a 2-D ``a``, descending, length min(m, n), from the smaller Gram matrix.
+
+    eigvalsh(Gram) is ~100× faster than a batched SVD on accelerators (REFERENCE.md §2), but it
+    squares the condition number: in float32 only σ_i ≳ 3.5e-4·σ_1 are reliable, and tail
+    eigenvalues may come out slightly negative (clipped to 0 here). HIGHEST precision stops GPUs
+    and TPUs from building the Gram in reduced-precision (TF32/bf16) matmuls.
+    """
+    a = _f32(a)
+    m, n = a.shape
+    gram = (
+        jnp.matmul(a.T, a, precision=_HIGHEST) if m >= n else jnp.matmul(a, a.T, precision=_HIGHEST)
+    )
+    lam = jnp.linalg.eigvalsh(gram)[::-1]
+    return jnp.sqrt(jnp.maximum(lam, 0.0))
+
+
+def singular_values(phi: jax.Array) -> jax.Array:
+    """σ_1 ≥ … ≥ σ_n of Φ = phi.reshape(N, -1), n = min(N, d).
+
+    Computed as √eigvalsh(G) with G = ΦᵀΦ if N ≥ d else ΦΦᵀ (see ``_gram_singular_values`` for the
+    float32 caveat). Conv features [N, height, width, C] are flattened per sample.
+    """
+    return _gram_singular_values(phi.reshape(phi.shape[0], -1))
+
+
+def effective_rank(sv: jax.Array) -> jax.Array:
+    """exp(−Σ p_k log p_k), p = σ/Σσ, 0·log 0 = 0 [``effective_rank``]
+    (Roy & Vetterli 2007; the same quantity as RankMe).
+
+    In [1, n]; 0 for an all-zero Φ.
+    """
+    sv = _f32(sv)
+    total = jnp.sum(sv)
+    p = _safe_div(sv, total)
+    plogp = jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0)
+    return jnp.where(total > 0, jnp.exp(-jnp.sum(plogp)), 0.0)
+
+
+def _cumulative_rank(w: jax.Array, delta: float | jax.Array) -> jax.Array:
+    """min{k : Σ_{i≤k} w_i / Σw ≥ 1−δ} for descending w ≥ 0, computed as count(frac < 1−δ) + 1."""
+    total = jnp.sum(w)
+    frac = _safe_div(jnp.cumsum(w), total)
+    k = jnp.sum(frac < 1.0 - delta, dtype=jnp.float32) + 1.0
+    return jnp.where(total > 0, k, 0.0)
+
+
+def srank(sv: jax.Array, delta: float | jax.Array = 0.01) -> jax.Array:
+    """Kumar et al. 2021 rank: min{k : Σ_{i≤k}σ_i / Σσ ≥ 1−δ} [``srank@δ``].
+
+    Returned 1-based (timoklein/implicit_underparameterization returns this − 1). 0 for Σσ = 0.
+    """
+    return _cumulative_rank(_f32(sv), delta)
+
+
+def approx_rank(sv: jax.Array, delta: float | jax.Array = 0.01) -> jax.Array:
+    """Yang et al. 2019 approximate rank: the ``srank`` rule on σ² [``approx_rank@δ``]
+    (Dohare et al. 2024 ``compute_approximate_rank``)."""
+    sv = _f32(sv)
+    return _cumulative_rank(sv * sv, delta)
+
+
+def stable_rank(sv: jax.Array) -> jax.Array:
+    """Σσ²/σ_1² = ‖Φ‖_F²/‖Φ‖_2² (Rudelson & Vershynin) [``stable_rank``]; 0 for Φ = 0.
+
+    Not Dohare's or Plasticine's "stable rank", which is ``srank``.
+    """
+    sv = _f32(sv)
+    return _safe_div(jnp.sum(sv * sv), jnp.max(sv, initial=0.0) ** 2)
+
+
+def feature_rank(
+    sv: jax.Array, n: int, eps: float | jax.Array = 0.01, scale_by_sqrt_n: bool = True
+) -> jax.Array:
+    """Lyle et al. 2022 feature rank #{σ_i(Φ/√n) > ε}, as float32 [``feature_rank@ε``].
+
+    ``n`` is the number of samples N. ``scale_by_sqrt_n=False`` counts σ_i(Φ) > ε instead, as
+    timoklein/infer does; which form produced the paper's figures is unconfirmed. Near ε the count
+    feels the float32 Gram error: prefer host float64 or SVD when ε/σ_1 ≲ 1e-3.
+    """
+    sv = _f32(sv)
+    if scale_by_sqrt_n:  # static flag
+        sv = sv / math.sqrt(n)
+    return jnp.sum(sv > eps, dtype=jnp.float32)
+
+
+def feature_norm(h: jax.Array) -> jax.Array:
+    """mean_b ‖h_b‖₂ with each sample flattened [``feature_norm``]."""
+    h = _f32(h)
+    return jnp.mean(jnp.linalg.norm(h.reshape(h.shape[0], -1), axis=-1))
+
+
+# ---------------------------------------------------------------------------------------------
+# Weights
+# ---------------------------------------------------------------------------------------------
+
+
+def weight_matrix(kernel: jax.Array) -> jax.Array:
+    """Kernel as a matrix: dense (in, out) unchanged; conv (kh, kw, in, out) -> (kh·kw·in, out).
+
+    The reshaped conv kernel's spectrum is a proxy, not the convolution's operator norm.
+    """
+    return kernel.reshape(-1, kernel.shape[-1])
+
+
+def weight_spectrum(kernel: jax.Array, top_k: int = 0) -> dict[str, jax.Array]:
+    """Spectrum of one layer's kernel (biases excluded) [``sv_max``, ``sv_min``, ``log10_cond``].
+
+    Returns ``sv_max`` = σ_1, ``sv_min`` = σ_{min(m,n)}, ``log10_cond`` = log10(σ_max/σ_min)
+    (+inf when σ_min = 0) and, if ``top_k`` > 0, ``sv_top`` = the ``top_k`` largest σ (zero-padded
+    past min(m, n), so the shape is static).
+
+    float32 caveat: σ comes from eigvalsh of the smaller of WᵀW and WWᵀ, whose absolute error is
+    ~1e-7·σ_max², so σ_min below ~3.5e-4·σ_max (κ ≳ 3e3) is noise and may read 0 (κ = inf).
+    """
+    sv = _gram_singular_values(weight_matrix(kernel))
+    sv_max, sv_min = sv[0], sv[-1]
+    out = {
+        "sv_max": sv_max,
+        "sv_min": sv_min,
+        "log10_cond": jnp.where(
+            sv_min > 0, jnp.log10(sv_max / jnp.where(sv_min > 0, sv_min, 1.0)), jnp.inf
+        ),
+    }
+    if top_k > 0:
+        out["sv_top"] = jnp.pad(sv, (0, max(0, top_k - sv.shape[0])))[:top_k]
+    return out
+
+
+def tree_l2(tree) -> jax.Array:
+    """√Σ θ² over every leaf of a pytree (0 for an empty tree)."""
+    leaves = jax.tree.leaves(tree)
+    sq = sum((jnp.sum(jnp.square(_f32(x))) for x in leaves), jnp.zeros((), jnp.float32))
+    return jnp.sqrt(sq)
+
+
+def param_norm(layer_params) -> jax.Array:
+    """√Σθ² of a layer's (or a whole model's) parameters, biases included [``param_norm``]
+    (BRO ``critic_pnorm``)."""
+    return tree_l2(layer_params)
+
+
+def weight_abs_mean(tree) -> jax.Array:
+    """(1/P) Σ|θ_j| over all leaves [``weight_abs_mean``] (Dohare et al. 2024; Kumar et al. 2023
+    "average weight magnitude"); 0 for an empty tree."""
+    leaves = jax.tree.leaves(tree)
+    total = sum((jnp.sum(jnp.abs(_f32(x))) for x in leaves), jnp.zeros((), jnp.float32))
+    count = sum(int(x.size) for x in leaves)
+    return total / count if count else total
+
+
+def param_dist_init(params, init_params) -> tuple[jax.Array, jax.Array]:
+    """(‖θ−θ₀‖₂, ‖θ−θ₀‖₂/‖θ₀‖₂) [``param_dist_init``, ``param_dist_init_rel``].
+
+    The relative distance is 0 when θ = θ₀ = 0 and +inf when θ₀ = 0 but θ moved (e.g. a
+    zero-initialised layer): a genuinely unbounded relative change rather than a NaN.
+    """
+    dist = tree_l2(jax.tree.map(lambda a, b: _f32(a) - _f32(b), params, init_params))
+    return dist, _ratio(dist, tree_l2(init_params))
+
+
+def grad_norm(grads) -> jax.Array:
+    """Global L2 norm of the raw gradient, before clipping [``grad_norm``]."""
+    return tree_l2(grads)
+
+
+def update_ratio(updates, params) -> jax.Array:
+    """‖Δθ‖/‖θ‖ [``update_ratio``], Δθ the applied update (after optimizer, learning rate and
+    decoupled decay) and θ the parameters it was applied to.
+
+    0 when both norms are 0; +inf when ‖θ‖ = 0 but the update is not (first step of a
+    zero-initialised layer).
+    """
+    return _ratio(tree_l2(updates), tree_l2(params))
+
+
+def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:
+    return jnp.where(den > 0, _safe_div(num, den), jnp.where(num > 0, jnp.inf, 0.0))

@@ -1,0 +1,202 @@
+"""Results as a tidy pandas table, and everything derived from it.
+
+One row per (run, seed, task, step, metric, layer[, eval_task]) with the run's varying
+configuration as columns (DESIGN.md, principle 7). The train-task × eval-task matrix R, the
+continual summaries and every plot are derived from this table alone, so a saved run can be
+reloaded and compared later.
+
+Columns: ``run, seed, <hparams...>, task, step, metric, layer, eval_task, value``. ``layer`` is
+``""`` for scalar metrics; ``eval_task`` is ``<NA>`` except for ``eval_acc``. The evaluation at
+step 0 (before training) carries ``task = 0``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from metrics import continual
+
+RESULT_FILES = ("results.csv", "results.parquet", "config.json", "summary.csv")
+
+
+def _flatten(tree: Mapping, prefix=()) -> list[tuple[tuple[str, ...], np.ndarray]]:
+    out = []
+    for k, v in tree.items():
+        if isinstance(v, Mapping):
+            out.extend(_flatten(v, prefix + (str(k),)))
+        else:
+            out.append((prefix + (str(k),), np.asarray(v)))
+    return out
+
+
+def _metric_layer(path: tuple[str, ...]) -> tuple[str, str]:
+    # {"train": {"train_loss": x}} -> ("train_loss", ""); {"diagnostics": {"srank@0.01":
+    # {"hidden/0": x}}} -> ("srank@0.01", "hidden/0"); {"train": {"grad_norm": {"out": x}}} -> ...
+    if path[0] in ("train", "diagnostics"):
+        path = path[1:]
+    return path[0], "/".join(path[1:])
+
+
+def to_frame(logs0: Mapping, logs: Mapping, runs: pd.DataFrame, log_every: int) -> pd.DataFrame:
+    """Builds the tidy table from stacked loop logs (see :func:`continual.runner.execute`).
+
+    Args:
+      logs0: logs at step 0, leaves ``[R, ...]``.
+      logs: interval logs, leaves ``[R, T, I, ...]``.
+      runs: one row per run (index 0..R-1) with ``seed`` and the hyperparameter columns.
+      log_every: steps between log points.
+    """
+    frames = []
+
+    def add(arr: np.ndarray, task: np.ndarray, step: np.ndarray, metric: str, layer: str):
+        # arr: [R, K] or [R, K, Tev] with task/step of length K.
+        r_count, k = arr.shape[:2]
+        eval_tasks = arr.shape[2] if arr.ndim == 3 else 1
+        run = np.repeat(np.arange(r_count), k * eval_tasks)
+        idx = np.tile(np.repeat(np.arange(k), eval_tasks), r_count)
+        frame = pd.DataFrame({
+            "run": run,
+            "task": task[idx],
+            "step": step[idx],
+            "metric": metric,
+            "layer": layer,
+            "eval_task": (pd.array(np.tile(np.arange(eval_tasks), r_count * k), dtype="Int64")
+                          if arr.ndim == 3 else pd.array([pd.NA] * len(run), dtype="Int64")),
+            "value": arr.reshape(-1).astype(np.float64),
+        })
+        frames.append(frame)
+
+    for path, arr in _flatten(logs):
+        r_count, t_count, i_count = arr.shape[:3]
+        arr = arr.reshape(r_count, t_count * i_count, *arr.shape[3:])
+        task = np.repeat(np.arange(t_count), i_count)
+        step = (np.arange(t_count * i_count) + 1) * log_every
+        add(arr, task, step, *_metric_layer(path))
+    for path, arr in _flatten(logs0):
+        add(arr[:, None], np.zeros(1, int), np.zeros(1, int), *_metric_layer(path))
+
+    df = pd.concat(frames, ignore_index=True)
+    df = runs.reset_index(names="run").merge(df, on="run", how="right")
+    df["metric"] = df["metric"].astype("string")
+    df["layer"] = df["layer"].astype("string")
+    return df.sort_values(["run", "metric", "layer", "step", "eval_task"],
+                          ignore_index=True, kind="stable")
+
+
+def run_columns(df: pd.DataFrame) -> list[str]:
+    """The per-run configuration columns (everything before ``task``)."""
+    cols = list(df.columns)
+    return cols[: cols.index("task")]
+
+
+def r_matrix(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """The accuracy matrix ``R[run, k, j]`` (row 0 at initialisation) and the run table.
+
+    Row ``k ≥ 1`` is the evaluation at the last log point of training task ``k-1``.
+    """
+    ev = df[df["metric"] == "eval_acc"]
+    ends = ev[ev["step"] > 0].groupby("task")["step"].max().sort_index()
+    steps = np.concatenate([[0], ends.to_numpy()])
+    row_of_step = pd.Series(np.arange(len(steps)), index=steps)
+    ev = ev[ev["step"].isin(steps)]
+    runs = ev[run_columns(df)].drop_duplicates("run").set_index("run").sort_index()
+    n_tasks = len(ends)
+    R = np.full((len(runs), n_tasks + 1, n_tasks), np.nan)
+    run_pos = pd.Series(np.arange(len(runs)), index=runs.index)
+    R[run_pos[ev["run"]].to_numpy(), row_of_step[ev["step"]].to_numpy(),
+      ev["eval_task"].to_numpy(dtype=int)] = ev["value"].to_numpy()
+    return R, runs
+
+
+def divergence(df: pd.DataFrame) -> pd.DataFrame:
+    """Per run: whether any training loss was non-finite, and the first (task, step) where."""
+    bad = df[(df["metric"] == "nonfinite_steps") & (df["value"] > 0)]
+    first = bad.sort_values("step").drop_duplicates("run").set_index("run")
+    out = pd.DataFrame(index=pd.Index(sorted(df["run"].unique()), name="run"))
+    out["diverged"] = out.index.isin(first.index)
+    out["diverged_task"] = first["task"].reindex(out.index).astype("Int64")
+    out["diverged_by_step"] = first["step"].reindex(out.index).astype("Int64")
+    return out
+
+
+def summarize_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per run: continual metrics from R, online accuracy and divergence."""
+    R, runs = r_matrix(df)
+    table = runs.copy()
+    for name, values in continual.summarize(R).items():
+        table[name] = values
+    plasticity = continual.plasticity_curve(R)
+    table["plasticity_first"] = plasticity[:, 0]
+    table["plasticity_last"] = plasticity[:, -1]
+    # Kumar et al. 2023: mean training-batch accuracy while learning each task.
+    online = df[df["metric"] == "train_acc"].groupby("run")["value"].mean()
+    table["acc_online"] = online.reindex(table.index)
+    table = table.join(divergence(df))
+    # A diverged run's accuracies are not averaged into anything: blank them.
+    metric_cols = [c for c in table.columns if c not in runs.columns and not c.startswith("diverged")]
+    table.loc[table["diverged"], metric_cols] = np.nan
+    return table
+
+
+SUMMARY_METRICS = ("acc_avg", "forgetting_max", "bwt", "fwt_gem", "acc_online",
+                   "plasticity_first", "plasticity_last")
+
+
+def aggregate(per_run: pd.DataFrame, by: list[str], metrics=SUMMARY_METRICS,
+              level: float = 0.95) -> pd.DataFrame:
+    """Mean and bootstrap confidence interval over seeds for each setting (diverged runs
+    excluded and counted)."""
+    rows = []
+    for key, group in per_run.groupby(by, dropna=False, sort=True) if by else [((), per_run)]:
+        key = key if isinstance(key, tuple) else (key,)
+        row = dict(zip(by, key))
+        row["seeds"] = int((~group["diverged"]).sum())
+        row["diverged"] = int(group["diverged"].sum())
+        for m in metrics:
+            point, low, high = continual.bootstrap_ci(group[m].to_numpy(float), level=level)
+            row[m], row[f"{m}_lo"], row[f"{m}_hi"] = float(point), float(low), float(high)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Writes through a temporary file in the same directory, then renames over ``path``: an
+    interrupted write leaves the previous version intact."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save(run_dir: str | os.PathLike, df: pd.DataFrame, config: Mapping[str, Any],
+         summary: pd.DataFrame | None = None) -> None:
+    """Writes ``results.csv``, ``results.parquet``, ``config.json`` (and ``summary.csv``)."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _atomic_write(run_dir / "config.json",
+                  lambda p: Path(p).write_text(json.dumps(config, indent=2, default=str)))
+    _atomic_write(run_dir / "results.csv", lambda p: df.to_csv(p, index=False))
+    _atomic_write(run_dir / "results.parquet", lambda p: df.to_parquet(p, index=False))
+    if summary is not None:
+        _atomic_write(run_dir / "summary.csv", lambda p: summary.to_csv(p, index=True))
+
+
+def load(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, dict]:
+    """Reloads a saved run's table (Parquet) and resolved config."""
+    run_dir = Path(run_dir)
+    table = run_dir / "results.parquet"
+    if not table.exists():
+        raise FileNotFoundError(f"{run_dir} holds no results.parquet: is it a plax run directory?")
+    config = json.loads((run_dir / "config.json").read_text())
+    return pd.read_parquet(table), config
