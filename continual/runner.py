@@ -19,14 +19,15 @@ def run_keys(seeds) -> jax.Array:
 
 def execute(train: Train, keys: jax.Array, hparams: Any, data: Any, task_params: Any, *,
             num_tasks: int, mode: str = "chunked",
+            on_init: Callable[[Any], None] | None = None,
             on_task: Callable[[int, Any], None] | None = None) -> tuple[Any, Any]:
     """Runs every run of the batch and returns host arrays ``(logs0, logs)``.
 
     Leaves of ``logs0`` have shape ``[R, ...]`` and of ``logs`` ``[R, T, I, ...]``.
 
     * ``sweep``: the whole sequence is one compiled call (fastest; no progress until it ends).
-    * ``chunked``: one compiled call per task, the same executable each time; ``on_task(t, logs_t)``
-      is called after each task (progress display, partial results).
+    * ``chunked``: one compiled call per task, the same executable each time; ``on_init(logs0)``
+      and ``on_task(t, logs_t)`` receive host logs as they arrive (progress, partial results).
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
@@ -41,6 +42,9 @@ def execute(train: Train, keys: jax.Array, hparams: Any, data: Any, task_params:
     run_task = jax.jit(jax.vmap(train.run_task, in_axes=(0, None, 0, None, None)),
                        donate_argnums=0)
     carry, logs0 = init(keys, hparams, data, task_params)
+    logs0 = jax.device_get(logs0)
+    if on_init is not None:
+        on_init(logs0)
     per_task = []
     for t in range(num_tasks):
         carry, logs_t = run_task(carry, jnp.int32(t), hparams, data, task_params)
@@ -49,4 +53,4 @@ def execute(train: Train, keys: jax.Array, hparams: Any, data: Any, task_params:
         if on_task is not None:
             on_task(t, logs_t)
     logs = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *per_task)
-    return jax.device_get(logs0), logs
+    return logs0, logs

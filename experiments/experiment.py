@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
@@ -21,6 +22,15 @@ from plasticity.networks import make_network
 from tasks.base import TaskSequence
 from tasks.datasets import load_dataset
 from tasks.supervised import make_stream
+
+
+class PartialRun(Exception):
+    """Raised when a chunked run stops early (Ctrl-C, error): carries the table of the tasks that
+    finished, so the caller can save it before re-raising ``cause``."""
+
+    def __init__(self, table: pd.DataFrame, tasks_done: int, cause: BaseException):
+        super().__init__(f"run stopped after {tasks_done} tasks: {cause!r}")
+        self.table, self.tasks_done, self.cause = table, tasks_done, cause
 
 
 class Experiment(NamedTuple):
@@ -74,7 +84,13 @@ def run(exp: Experiment, *, progress: bool = True):
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.num_tasks, desc="tasks", unit="task")
 
+    received: dict = {"logs0": None, "tasks": []}
+
+    def on_init(logs0):
+        received["logs0"] = logs0
+
     def on_task(t, logs_t):
+        received["tasks"].append(logs_t)
         if bar is not None:
             acc = np.asarray(logs_t["eval_acc"])[:, -1, t].mean()
             bar.set_postfix(train_loss=f"{np.asarray(logs_t['train']['train_loss'])[:, -1].mean():.3f}",
@@ -84,7 +100,14 @@ def run(exp: Experiment, *, progress: bool = True):
     start = time.perf_counter()
     try:
         logs0, logs = execute(exp.train, keys, exp.hparams, exp.tasks.data, exp.tasks.params,
-                              num_tasks=cfg.num_tasks, mode=cfg.mode, on_task=on_task)
+                              num_tasks=cfg.num_tasks, mode=cfg.mode, on_init=on_init,
+                              on_task=on_task)
+    except (Exception, KeyboardInterrupt) as err:
+        if cfg.mode != "chunked" or not received["tasks"]:
+            raise
+        logs = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *received["tasks"])
+        table = results.to_frame(received["logs0"], logs, exp.runs, cfg.log_every)
+        raise PartialRun(table, len(received["tasks"]), err) from err
     finally:
         if bar is not None:
             bar.close()

@@ -1,0 +1,200 @@
+"""The ``plax`` command (also ``python -m experiments``).
+
+    plax run [PRESET] [--out DIR] [--force] [--<field> VALUE ...]   train and write a run directory
+    plax report RUN_DIR                                            summary and plots of a saved run
+    plax list                                                      presets, data sets, choices
+    plax data prepare NAME [--data-dir DIR]                         prepare a TFDS data set once
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from pathlib import Path
+
+from experiments.config import FIELDS, PRESETS, ConfigError, from_preset, parse_value
+
+_EPILOG = """\
+examples:
+  plax run                                   # quickstart: reshuffled-label digits, offline
+  plax run quickstart --num-tasks 5 --seeds 2 --out runs/demo
+  plax run quickstart --learning-rate 1e-3,3e-4 --metrics dormant,srank,weight_sv
+  plax run permuted-mnist --data-dir ~/tensorflow_datasets
+  plax report runs/demo
+  plax data prepare mnist --data-dir ~/tensorflow_datasets
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse exits with status 2; keep that, add a pointer to help
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n")
+
+
+def _option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _field_help(name: str) -> str:
+    f = FIELDS[name]
+    text = f.metadata["help"]
+    if f.metadata["choices"]:
+        text += f" {{{', '.join(map(str, f.metadata['choices']))}}}"
+    default = f.default
+    if isinstance(default, tuple):
+        default = ",".join(map(str, default))
+    text += f" (default {default!r}"
+    text += "; comma list, vmapped)" if f.metadata["vmapped"] else ")"
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="plax", description=__doc__.split("\n\n")[0],
+                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
+    sub = parser.add_subparsers(dest="command", metavar="{run,report,list,data}", parser_class=_Parser)
+
+    run = sub.add_parser(
+        "run", help="train a continual sequence for all seeds and write a run directory",
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+        description=textwrap.dedent("""\
+            Train a preset for every run (seeds × vmapped hyperparameters) in one compiled
+            program, then write results.csv/.parquet, summary.csv, config.json and plots to the
+            run directory and print a summary with 95% bootstrap intervals over seeds.
+            Every config field below overrides the preset's value."""),
+        epilog="presets:\n" + "\n".join(f"  {n:18s}{d}" for n, (d, _) in PRESETS.items()))
+    run.add_argument("preset", nargs="?", default="quickstart",
+                     help=f"one of: {', '.join(PRESETS)} (default quickstart)")
+    run.add_argument("--out", help="run directory (default runs/<preset>-<time>)")
+    run.add_argument("--force", action="store_true", help="overwrite an existing run directory")
+    run.add_argument("--no-plots", action="store_true", help="skip drawing plots")
+    group = run.add_argument_group("config overrides")
+    for name in FIELDS:
+        group.add_argument(_option(name), dest=f"cfg_{name}", metavar="VALUE",
+                           help=_field_help(name))
+
+    report = sub.add_parser("report", help="print the summary and redraw the plots of a saved run")
+    report.add_argument("run_dir", help="a directory written by `plax run`")
+    report.add_argument("--no-plots", action="store_true", help="print the summary only")
+
+    sub.add_parser("list", help="show presets, data sets, diagnostics and every choice")
+
+    data = sub.add_parser("data", help="manage TFDS data sets")
+    data_sub = data.add_subparsers(dest="data_command", metavar="{prepare}", parser_class=_Parser)
+    prep = data_sub.add_parser(
+        "prepare", help="download and convert a data set to array_record (needs plax[prepare])",
+        description="One-time preparation of a TFDS data set as array_record files. Needs "
+                    "TensorFlow (`pip install 'plax[prepare]'`) and internet access; reading "
+                    "the prepared files later needs neither.")
+    prep.add_argument("name", help="mnist, fashion_mnist or cifar100")
+    prep.add_argument("--data-dir", help="target directory (default $PLAX_DATA_DIR or "
+                                         "~/tensorflow_datasets)")
+    return parser
+
+
+def _cmd_run(args) -> int:
+    from experiments import experiment, report
+    from metrics import results
+
+    overrides = {name: parse_value(name, getattr(args, f"cfg_{name}"))
+                 for name in FIELDS if getattr(args, f"cfg_{name}") is not None}
+    cfg = from_preset(args.preset, **overrides)
+    out = Path(args.out) if args.out else experiment.default_run_dir(args.preset)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise ConfigError(f"run directory {out} exists and is not empty; choose another --out "
+                          "or pass --force to overwrite it")
+    print(f"plax: {args.preset}: {cfg.family} {cfg.dataset}, {cfg.num_tasks} tasks × "
+          f"{cfg.steps_per_task} steps, runs = {cfg.seeds} seeds × "
+          f"{len(experiment.run_table(cfg)) // cfg.seeds} settings → {out}", flush=True)
+    exp = experiment.build(cfg)
+    meta = experiment.resolved_config(cfg, args.preset)
+    try:
+        table, per_run, wall = experiment.run(exp)
+    except experiment.PartialRun as partial:
+        results.save(out, partial.table, {**meta, "partial": True})
+        print(f"plax: interrupted after {partial.tasks_done} of {cfg.num_tasks} tasks; results "
+              f"so far saved in {out}", file=sys.stderr)
+        raise partial.cause
+    meta["wall_seconds"] = round(wall, 3)
+    _, agg = report.summary(table)
+    results.save(out, table, meta, per_run)
+    _print_summary(table, agg, per_run)
+    if not args.no_plots:
+        paths = report.make_plots(table, out)
+        print("plots: " + ", ".join(str(p) for p in paths))
+    print(f"results: {out}/results.parquet ({len(table)} rows) in {wall:.1f} s")
+    return 0
+
+
+def _print_summary(table, agg, per_run) -> None:
+    from experiments import report
+
+    print("\nsummary (mean [95% CI] over seeds):")
+    print(report.format_summary(agg))
+    diverged = per_run[per_run["diverged"]]
+    for run, row in diverged.iterrows():
+        print(f"warning: run {run} (seed {row['seed']}) diverged: non-finite loss in task "
+              f"{row['diverged_task']} by step {row['diverged_by_step']}; excluded from the summary",
+              file=sys.stderr)
+
+
+def _cmd_report(args) -> int:
+    from experiments import report
+    from metrics import results
+
+    table, _ = results.load(args.run_dir)
+    per_run, agg = report.summary(table)
+    _print_summary(table, agg, per_run)
+    if not args.no_plots:
+        paths = report.make_plots(table, args.run_dir)
+        print("plots: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def _cmd_list(_args) -> int:
+    from metrics.hooks import metric_names
+
+    print("presets:")
+    for name, (desc, _) in PRESETS.items():
+        print(f"  {name:18s}{desc}")
+    print("\nchoices:")
+    for name, f in FIELDS.items():
+        if f.metadata["choices"]:
+            print(f"  {name:18s}{', '.join(map(str, f.metadata['choices']))}")
+    print(f"  {'metrics':18s}{', '.join(metric_names())}")
+    print("\nvmapped fields (comma lists, one compiled program): "
+          + ", ".join(n for n, f in FIELDS.items() if f.metadata["vmapped"]))
+    return 0
+
+
+def _cmd_data(args) -> int:
+    from tasks import tfds_source
+
+    if args.data_command != "prepare":
+        raise ConfigError("usage: plax data prepare NAME [--data-dir DIR]")
+    path = tfds_source.prepare(args.name, args.data_dir)
+    print(f"prepared {args.name} in {path}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        valid = ", ".join(_option(n) for n in FIELDS)
+        parser.error(f"unknown option(s) {' '.join(unknown)}; valid config overrides: {valid}")
+    commands = {"run": _cmd_run, "report": _cmd_report, "list": _cmd_list, "data": _cmd_data}
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return commands[args.command](args)
+    except (ConfigError, ValueError, FileNotFoundError, ImportError) as err:
+        print(f"plax: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("plax: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Plots and summaries drawn from a results table alone (so any saved run can be redrawn).
+
+* ``r_matrix.png`` — mean accuracy matrix R (train task × eval task) per setting;
+* ``accuracy_curves.png`` — accuracy on every task over training, task boundaries marked;
+* ``plasticity.png`` — accuracy on each task at the end of its own training (mean and 95% CI);
+* ``diagnostics.png`` — each diagnostic over training, per layer, mean and spread over seeds.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from metrics import continual, results  # noqa: E402
+
+# Logged every interval but not diagnostics: plotted elsewhere or not at all.
+_NOT_DIAGNOSTICS = {"eval_acc", "train_acc", "nonfinite_steps"}
+
+
+def setting_columns(df: pd.DataFrame) -> list[str]:
+    """Columns that tell settings apart (the run's config columns except run and seed) and that
+    actually vary."""
+    cols = [c for c in results.run_columns(df) if c not in ("run", "seed")]
+    return [c for c in cols if df[c].nunique(dropna=False) > 1]
+
+
+def _label(key, cols) -> str:
+    key = key if isinstance(key, tuple) else (key,)
+    return ", ".join(f"{c}={v}" for c, v in zip(cols, key)) or "all runs"
+
+
+def _groups(df: pd.DataFrame):
+    cols = setting_columns(df)
+    if not cols:
+        return [("all runs", df)]
+    return [(_label(k, cols), g) for k, g in df.groupby(cols, sort=True)]
+
+
+def summary(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-run summary and its aggregate over seeds per setting (mean with 95% bootstrap CI)."""
+    per_run = results.summarize_runs(df)
+    return per_run, results.aggregate(per_run, setting_columns(df))
+
+
+def format_summary(agg: pd.DataFrame) -> str:
+    """A compact text table: ``mean [low, high]`` per metric."""
+    shown = pd.DataFrame(index=agg.index)
+    for c in agg.columns:
+        if c.endswith(("_lo", "_hi")):
+            continue
+        if f"{c}_lo" in agg.columns:
+            shown[c] = [f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
+                        for m, lo, hi in zip(agg[c], agg[f"{c}_lo"], agg[f"{c}_hi"])]
+        else:
+            shown[c] = agg[c]
+    return shown.to_string(index=False)
+
+
+def _boundaries(ax, df: pd.DataFrame) -> None:
+    ends = df[df["step"] > 0].groupby("task")["step"].max().sort_index().to_numpy()
+    for s in ends[:-1]:
+        ax.axvline(s, color="grey", lw=0.6, ls=":")
+
+
+def plot_r_matrix(df: pd.DataFrame, path: Path) -> None:
+    groups = _groups(df)
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), squeeze=False)
+    for ax, (label, g) in zip(axes[0], groups):
+        R, _ = results.r_matrix(g)
+        im = ax.imshow(np.nanmean(R, axis=0), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        ax.set_xlabel("evaluated task")
+        ax.set_ylabel("after training task (0 = init)")
+        ax.set_title(label, fontsize=9)
+        fig.colorbar(im, ax=ax, label="accuracy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_accuracy_curves(df: pd.DataFrame, path: Path) -> None:
+    groups = _groups(df)[:6]
+    fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.2 * len(groups)), squeeze=False)
+    ev = df[df["metric"] == "eval_acc"]
+    for ax, (label, g) in zip(axes[:, 0], groups):
+        g = ev[ev["run"].isin(g["run"].unique())]
+        curves = g.groupby(["eval_task", "step"])["value"].mean().unstack(0)
+        cmap = plt.get_cmap("viridis", curves.shape[1])
+        for i, task in enumerate(curves.columns):
+            ax.plot(curves.index, curves[task], color=cmap(i), lw=1.2, label=f"task {task}")
+        _boundaries(ax, g)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("gradient step")
+        ax.set_ylabel("accuracy")
+        ax.set_title(label, fontsize=9)
+        if curves.shape[1] <= 20:
+            ax.legend(fontsize=6, ncol=2, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_plasticity(df: pd.DataFrame, path: Path) -> None:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for label, g in _groups(df):
+        R, _ = results.r_matrix(g)
+        curve = continual.plasticity_curve(R)  # [runs, T]
+        mean, lo, hi = continual.bootstrap_ci(curve.T)
+        x = np.arange(curve.shape[1])
+        ax.plot(x, mean, marker="o", ms=3, label=label)
+        ax.fill_between(x, lo, hi, alpha=0.2)
+    ax.set_xlabel("task")
+    ax.set_ylabel("accuracy after its own training")
+    ax.set_title("plasticity curve (mean, 95% CI over seeds)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def diagnostic_metrics(df: pd.DataFrame) -> list[str]:
+    return sorted(set(df["metric"].unique()) - _NOT_DIAGNOSTICS)
+
+
+def plot_diagnostics(df: pd.DataFrame, path: Path, aggregate_only: bool = False) -> bool:
+    """One panel per diagnostic: a line per layer (or only the ``total``/``global`` aggregate),
+    mean over seeds with a min–max band, for the first setting of each group."""
+    names = diagnostic_metrics(df)
+    if not names:
+        return False
+    groups = _groups(df)
+    cols = 3
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 2.8 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names):
+        d = df[df["metric"] == name]
+        for label, g in groups:
+            gd = d[d["run"].isin(g["run"].unique())]
+            layers = sorted(gd["layer"].unique())
+            if aggregate_only and {"total", "global"} & set(layers):
+                layers = [l for l in layers if l in ("total", "global")]
+            for layer in layers:
+                stats = gd[gd["layer"] == layer].groupby("step")["value"].agg(["mean", "min", "max"])
+                name_parts = [p for p in (label if len(groups) > 1 else "", layer) if p] or [name]
+                line, = ax.plot(stats.index, stats["mean"], lw=1.1, label=" · ".join(name_parts))
+                ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.15,
+                                color=line.get_color())
+        _boundaries(ax, d)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("gradient step", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def make_plots(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Draws every plot into ``out_dir``; returns the written paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "r_matrix.png", out_dir / "accuracy_curves.png", out_dir / "plasticity.png"]
+    plot_r_matrix(df, paths[0])
+    plot_accuracy_curves(df, paths[1])
+    plot_plasticity(df, paths[2])
+    if plot_diagnostics(df, out_dir / "diagnostics.png"):
+        paths.append(out_dir / "diagnostics.png")
+    return paths
