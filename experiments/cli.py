@@ -1,6 +1,7 @@
 """The ``plax`` command (also ``python -m experiments``).
 
     plax run [PRESET] [--out DIR] [--force] [--<field> VALUE ...]   train and write a run directory
+    plax compare PRESET --grid KEY=V1,V2 ...                       rank a grid of settings
     plax report RUN_DIR                                            summary and plots of a saved run
     plax list                                                      presets, data sets, choices
     plax data prepare NAME [--data-dir DIR]                         prepare a TFDS data set once
@@ -51,7 +52,7 @@ def _field_help(name: str) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="plax", description=__doc__.split("\n\n")[0],
                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG)
-    sub = parser.add_subparsers(dest="command", metavar="{run,report,list,data}", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="{run,compare,report,list,data}", parser_class=_Parser)
 
     run = sub.add_parser(
         "run", help="train a continual sequence for all seeds and write a run directory",
@@ -72,6 +73,33 @@ def build_parser() -> argparse.ArgumentParser:
         group.add_argument(_option(name), dest=f"cfg_{name}", metavar="VALUE",
                            help=_field_help(name))
 
+    cmp = sub.add_parser(
+        "compare", help="run a grid of settings on one sequence and rank them",
+        formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False,
+        description=textwrap.dedent("""\
+            Run every combination of the --grid values (static keys compile once per
+            combination; vmapped keys such as learning_rate become runs of each program), write
+            one results table, and rank the settings on --rank-by with bootstrap confidence
+            intervals over seeds. Diverged runs are reported and excluded from the ranking."""),
+        epilog="example:\n  plax compare quickstart --grid activation=relu,crelu "
+               "optimizer=adam,sgd --seeds 5")
+    cmp.add_argument("preset", help=f"one of: {', '.join(PRESETS)}")
+    cmp.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2",
+                     help="config fields and the values to try")
+    cmp.add_argument("--rank-by", default="acc_avg,plasticity_slope,forgetting_max",
+                     help="comma-separated summary metrics, the first sorts the ranking "
+                          "(acc_avg, acc_online, forgetting_max, forgetting_last, bwt, fwt_gem, "
+                          "plasticity_first, plasticity_last, plasticity_slope, dormant_final)")
+    cmp.add_argument("--statistic", choices=("mean", "iqm"), default="mean",
+                     help="point estimate over seeds: mean, or interquartile mean (RL-style)")
+    cmp.add_argument("--out", help="directory (default runs/compare-<preset>-<time>)")
+    cmp.add_argument("--force", action="store_true", help="overwrite an existing directory")
+    cmp.add_argument("--no-plots", action="store_true", help="skip drawing plots")
+    cgroup = cmp.add_argument_group("config overrides (applied to every setting)")
+    for name in FIELDS:
+        cgroup.add_argument(_option(name), dest=f"cfg_{name}", metavar="VALUE",
+                            help=_field_help(name))
+
     report = sub.add_parser("report", help="print the summary and redraw the plots of a saved run")
     report.add_argument("run_dir", help="a directory written by `plax run`")
     report.add_argument("--no-plots", action="store_true", help="print the summary only")
@@ -91,17 +119,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _overrides(args) -> dict:
+    return {name: parse_value(name, getattr(args, f"cfg_{name}"))
+            for name in FIELDS if getattr(args, f"cfg_{name}") is not None}
+
+
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and any(out.iterdir()) and not force:
+        raise ConfigError(f"run directory {out} exists and is not empty; choose another --out "
+                          "or pass --force to overwrite it")
+
+
 def _cmd_run(args) -> int:
     from experiments import experiment, report
     from metrics import results
 
-    overrides = {name: parse_value(name, getattr(args, f"cfg_{name}"))
-                 for name in FIELDS if getattr(args, f"cfg_{name}") is not None}
-    cfg = from_preset(args.preset, **overrides)
+    cfg = from_preset(args.preset, **_overrides(args))
     out = Path(args.out) if args.out else experiment.default_run_dir(args.preset)
-    if out.exists() and any(out.iterdir()) and not args.force:
-        raise ConfigError(f"run directory {out} exists and is not empty; choose another --out "
-                          "or pass --force to overwrite it")
+    _check_out(out, args.force)
     print(f"plax: {args.preset}: {cfg.family} {cfg.dataset}, {cfg.num_tasks} tasks × "
           f"{cfg.steps_per_task} steps, runs = {cfg.seeds} seeds × "
           f"{len(experiment.run_table(cfg)) // cfg.seeds} settings → {out}", flush=True)
@@ -137,11 +172,51 @@ def _print_summary(table, agg, per_run) -> None:
               file=sys.stderr)
 
 
+def _cmd_compare(args) -> int:
+    from experiments import compare, experiment
+
+    grid = compare.parse_grid(args.grid)
+    metrics = [m.strip() for m in args.rank_by.split(",") if m.strip()]
+    configs = compare.grid_configs(args.preset, grid, **_overrides(args))
+    out = Path(args.out) if args.out else experiment.default_run_dir(f"compare-{args.preset}")
+    _check_out(out, args.force)
+    print(f"plax compare: {len(configs)} settings × {configs[0][1].seeds} seeds → {out}")
+    table = compare.run_grid(configs)
+    meta = {**experiment.resolved_config(configs[0][1], args.preset),
+            "compare": {"grid": {k: [str(v) for v in vs] for k, vs in grid.items()},
+                        "rank_by": metrics, "statistic": args.statistic}}
+    return _write_comparison(out, table, meta, metrics, args.statistic, not args.no_plots)
+
+
+def _write_comparison(out, table, meta, metrics, statistic, plots: bool) -> int:
+    from experiments import compare, report
+    from metrics import results
+
+    by = report.setting_columns(table)
+    per_run, rank = compare.compare_tables(table, by, metrics, statistic)
+    results.save(out, table, meta, per_run)
+    print(f"\nranking by {metrics[0]} ({statistic} [95% CI] over seeds):")
+    print(report.format_summary(rank))
+    for run, row in per_run[per_run["diverged"]].iterrows():
+        print(f"warning: run {run} ({', '.join(f'{c}={row[c]}' for c in by + ['seed'])}) "
+              f"diverged in task {row['diverged_task']} by step {row['diverged_by_step']}; "
+              "excluded from the ranking", file=sys.stderr)
+    if plots:
+        paths = report.make_plots(table, out)
+        report.plot_comparison(rank, by, metrics, Path(out) / "comparison.png")
+        print("plots: " + ", ".join(str(p) for p in [*paths, Path(out) / "comparison.png"]))
+    return 0
+
+
 def _cmd_report(args) -> int:
     from experiments import report
     from metrics import results
 
-    table, _ = results.load(args.run_dir)
+    table, config = results.load(args.run_dir)
+    if "compare" in config:
+        c = config["compare"]
+        return _write_comparison(args.run_dir, table, config, c["rank_by"], c["statistic"],
+                                 not args.no_plots)
     per_run, agg = report.summary(table)
     _print_summary(table, agg, per_run)
     if not args.no_plots:
@@ -182,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         valid = ", ".join(_option(n) for n in FIELDS)
         parser.error(f"unknown option(s) {' '.join(unknown)}; valid config overrides: {valid}")
-    commands = {"run": _cmd_run, "report": _cmd_report, "list": _cmd_list, "data": _cmd_data}
+    commands = {"run": _cmd_run, "compare": _cmd_compare, "report": _cmd_report, "list": _cmd_list, "data": _cmd_data}
     if args.command is None:
         parser.print_help()
         return 0

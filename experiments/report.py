@@ -162,6 +162,25 @@ def plot_diagnostics(df: pd.DataFrame, path: Path, aggregate_only: bool = False)
     return True
 
 
+def plot_comparison(rank: pd.DataFrame, by: list[str], metrics, path: Path) -> None:
+    """One horizontal bar chart per metric: a bar per setting with its confidence interval."""
+    labels = [_label(tuple(r[c] for c in by), by) for _, r in rank.iterrows()]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 0.5 * len(rank) + 1.5),
+                             squeeze=False)
+    y = np.arange(len(rank))
+    for ax, m in zip(axes[0], metrics):
+        mean = rank[m].to_numpy(float)
+        err = np.stack([mean - rank[f"{m}_lo"].to_numpy(float),
+                        rank[f"{m}_hi"].to_numpy(float) - mean])
+        ax.barh(y, mean, xerr=np.nan_to_num(err), color="tab:blue", alpha=0.7, capsize=3)
+        ax.set_yticks(y, labels if ax is axes[0, 0] else [""] * len(y), fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(m, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def make_plots(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """Draws every plot into ``out_dir``; returns the written paths."""
     out_dir = Path(out_dir)
