@@ -7,7 +7,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from continual.optimizers import HParams, make_optimizer
+from continual.optimizers import HParams, make_optimizer, make_transform
+from plasticity import regularizers
 from plasticity.networks import Network, layer_params
 from tasks.base import Batch
 
@@ -17,20 +18,27 @@ SETTINGS = ("class", "task")
 class TrainState(NamedTuple):
     params: Any
     opt_state: Any
-    init_params: Any  # θ₀, for distance-from-init diagnostics (and, later, L2-init)
+    init_params: Any  # θ₀, for distance-from-init diagnostics
     step: jax.Array
+    extras: Any = ()  # intervention state (e.g. continual backprop's utilities)
 
 
 class Learner(NamedTuple):
-    """A continual learner as pure functions (the extension point of :mod:`continual.loop`)."""
+    """A continual learner as pure functions (the extension point of :mod:`continual.loop`).
+
+    ``boundary(state, batch, key)`` runs once between tasks with the finished task's probe batch
+    (EWC consolidation); ``fresh(key, hparams)`` is a freshly initialised state (resets).
+    """
 
     init: Callable[[jax.Array, HParams], TrainState]
-    update: Callable[[TrainState, Batch, HParams], tuple[TrainState, dict]]
+    update: Callable[[TrainState, Batch, HParams, jax.Array], tuple[TrainState, dict]]
     evaluate: Callable[[TrainState, Batch], dict]
     features: Callable[[Any, Batch], dict[str, jax.Array]]
+    boundary: Callable[[TrainState, Batch, jax.Array], TrainState]
 
 
 def make_classifier(network: Network, optimizer: str, *, setting: str = "class",
+                    regularizer: str = "none", fisher_examples: int = 128,
                     optimizer_stats: Callable | None = None) -> Learner:
     """A softmax classifier trained with cross-entropy.
 
@@ -38,14 +46,18 @@ def make_classifier(network: Network, optimizer: str, *, setting: str = "class",
       network: pure ``init/apply`` pair returning ``(logits, features)``.
       optimizer: ``sgd``, ``adam`` or ``adamw``.
       setting: ``class`` — one head over all classes (class-incremental); ``task`` — logits
-        outside the current task's classes are masked in training and evaluation
+        outside the example's task classes are masked in training and evaluation
         (task-incremental with task identity given, as in van de Ven & Tolias 2019).
+      regularizer: a name from :data:`plasticity.regularizers.REGULARIZERS`, chained with the
+        optimizer; its strength is ``hparams.reg_strength``. ``ewc`` consolidates the diagonal
+        Fisher (one sampled label per example, ``fisher_examples`` probe examples) between tasks.
       optimizer_stats: optional ``(grads, updates, params) -> dict`` computed every step
         (per-layer dicts; see :func:`metrics.probes.optimizer_stats`).
     """
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; valid: {', '.join(SETTINGS)}")
-    make_optimizer(optimizer, HParams(1.0, 0.0))  # validate the name now, not at trace time
+    make_optimizer(optimizer, HParams.defaults())  # validate names now, not at trace time
+    regularizer = regularizers.canonical_name(regularizer)
 
     def logits_of(params, batch: Batch):
         logits, features = network.apply(params, batch.x)
@@ -54,26 +66,29 @@ def make_classifier(network: Network, optimizer: str, *, setting: str = "class",
         return logits, features
 
     def init(key: jax.Array, hparams: HParams) -> TrainState:
-        params = network.init(key)
-        opt_state = make_optimizer(optimizer, hparams).init(params)
+        init_key, reg_key = jax.random.split(key)
+        params = network.init(init_key)
+        opt_state = make_transform(optimizer, regularizer, hparams, reg_key).init(params)
         return TrainState(params, opt_state, params, jnp.zeros((), jnp.int32))
 
     def loss_fn(params, batch: Batch):
         logits, _ = logits_of(params, batch)
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch.y)
         correct = (jnp.argmax(logits, -1) == batch.y).astype(jnp.float32)
-        return jnp.mean(losses), jnp.mean(correct)
+        # Weighted means: rehearsal rows are masked out (weight 0) while the buffer is empty.
+        total = jnp.maximum(jnp.sum(batch.weight), 1.0)
+        return jnp.sum(losses * batch.weight) / total, jnp.sum(correct * batch.weight) / total
 
-    def update(state: TrainState, batch: Batch, hparams: HParams):
+    def update(state: TrainState, batch: Batch, hparams: HParams, key: jax.Array):
         (loss, acc), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch)
-        tx = make_optimizer(optimizer, hparams)
+        tx = make_transform(optimizer, regularizer, hparams, key)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         info = {"train_loss": loss, "train_acc": acc}
         if optimizer_stats is not None:
             info.update(optimizer_stats(layer_params(grads), layer_params(updates),
                                         layer_params(state.params)))
-        return TrainState(params, opt_state, state.init_params, state.step + 1), info
+        return state._replace(params=params, opt_state=opt_state, step=state.step + 1), info
 
     def evaluate(state: TrainState, batch: Batch) -> dict:
         logits, _ = logits_of(state.params, batch)
@@ -83,4 +98,20 @@ def make_classifier(network: Network, optimizer: str, *, setting: str = "class",
     def features(params, batch: Batch) -> dict[str, jax.Array]:
         return network.apply(params, batch.x)[1]
 
-    return Learner(init, update, evaluate, features)
+    def boundary(state: TrainState, batch: Batch, key: jax.Array) -> TrainState:
+        if regularizer != "ewc":
+            return state
+        n = min(fisher_examples, batch.x.shape[0])
+        mask = batch.class_mask if batch.class_mask.ndim == 1 else batch.class_mask[0]
+
+        def log_probs(params, x):
+            logits, _ = logits_of(params, Batch(x, batch.y[:1], mask, batch.weight[:1]))
+            return jax.nn.log_softmax(logits)
+
+        chunk = next(c for c in (32, 16, 8, 4, 2, 1) if n % c == 0)
+        fisher = regularizers.diagonal_fisher(log_probs, state.params, batch.x[:n], key,
+                                              num_samples=1, chunk_size=chunk)
+        return state._replace(
+            opt_state=regularizers.consolidate(state.opt_state, state.params, fisher))
+
+    return Learner(init, update, evaluate, features, boundary)

@@ -22,7 +22,9 @@ from typing import Any, Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from continual import replay
 from continual.classifier import Learner, TrainState
+from continual.interventions import Intervention
 from continual.optimizers import HParams
 from tasks.base import TaskSequence, task_slice
 
@@ -37,11 +39,19 @@ class LoopSpec:
     steps_per_task: int
     log_every: int
     batch_size: int
+    # Rehearsal: a reservoir of past (example, task) pairs; this fraction of every batch is
+    # drawn from it (masked out while it is empty). 0 capacity: off.
+    replay_capacity: int = 0
+    replay_fraction: float = 0.5
+    # Interventions: applied every `intervention_every` steps, or between tasks when 0.
+    intervention_every: int = 0
 
     def __post_init__(self):
         for name in ("steps_per_task", "log_every", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.replay_capacity < 0 or not 0 <= self.replay_fraction < 1:
+            raise ValueError("replay_capacity must be >= 0 and replay_fraction in [0, 1)")
         if self.steps_per_task % self.log_every:
             raise ValueError(
                 f"steps_per_task={self.steps_per_task} must be a multiple of "
@@ -51,10 +61,15 @@ class LoopSpec:
     def intervals_per_task(self) -> int:
         return self.steps_per_task // self.log_every
 
+    @property
+    def replay_batch(self) -> int:
+        return round(self.batch_size * self.replay_fraction) if self.replay_capacity else 0
+
 
 class Carry(NamedTuple):
     state: TrainState
     key: jax.Array
+    buffer: Any = ()  # replay.ReservoirState of (train index, task) pairs when rehearsal is on
 
 
 class Train(NamedTuple):
@@ -73,9 +88,13 @@ class Train(NamedTuple):
 
 
 def make_train(spec: LoopSpec, learner: Learner, tasks: TaskSequence,
-               diagnose: Diagnose | None = None) -> Train:
+               diagnose: Diagnose | None = None,
+               intervention: Intervention | None = None) -> Train:
     """Builds the loop of one run. ``tasks.params`` and ``tasks.data`` are *arguments* of the
     returned functions, so a new sequence of the same shape reuses the compilation."""
+    buffer = replay.make_buffer(spec.replay_capacity) if spec.replay_capacity else None
+    n_replay = spec.replay_batch
+    n_current = spec.batch_size - n_replay
 
     def measure(state: TrainState, t, data, task_params) -> dict:
         def eval_one(task):
@@ -90,16 +109,56 @@ def make_train(spec: LoopSpec, learner: Learner, tasks: TaskSequence,
     def init(key, hparams: HParams, data, task_params):
         init_key, key = jax.random.split(key)
         state = learner.init(init_key, hparams)
-        return Carry(state, key), measure(state, 0, data, task_params)
+        items = () if buffer is None else buffer.init(
+            (jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)))
+        return Carry(state, key, items), measure(state, 0, data, task_params)
+
+    def draw(carry: Carry, t, task, data, task_params, key):
+        """The training batch: current-task examples plus, with rehearsal, examples drawn from
+        the reservoir (each seen as in its own task); the current ones enter the reservoir."""
+        if buffer is None:
+            return tasks.sample(data, task, key, spec.batch_size), carry.buffer
+        k_cur, k_rep, k_add = jax.random.split(key, 3)
+        idx = tasks.sample_index(task, k_cur, n_current)
+        task_ids = jnp.full((n_current,), t, jnp.int32)
+        old_idx, old_task = buffer.sample(carry.buffer, k_rep, n_replay)
+        has_old = (carry.buffer.size > 0).astype(jnp.float32)
+        batch = tasks.examples(
+            data, task_params, jnp.concatenate([idx, old_idx]),
+            jnp.concatenate([task_ids, old_task]),
+            jnp.concatenate([jnp.ones(n_current), jnp.full((n_replay,), has_old)]))
+        return batch, buffer.add(carry.buffer, (idx, task_ids), k_add)
+
+    def intervene(state, batch, hparams, key):
+        return jax.lax.cond(state.step % max(spec.intervention_every, 1) == 0,
+                            lambda s: intervention(s, batch, hparams, key), lambda s: s, state)
+
+    def between_tasks(carry: Carry, t, hparams, data, task_params) -> Carry:
+        """Before task t > 0: the learner's boundary hook (EWC) and boundary interventions, on
+        the finished task's probe batch."""
+        key, k_boundary, k_int = jax.random.split(carry.key, 3)
+        probe = tasks.probe_batch(data, task_slice(task_params, jnp.maximum(t - 1, 0)))
+
+        def apply(state):
+            state = learner.boundary(state, probe, k_boundary)
+            if intervention is not None and spec.intervention_every == 0:
+                state = intervention(state, probe, hparams, k_int)
+            return state
+
+        state = jax.lax.cond(t > 0, apply, lambda s: s, carry.state)
+        return carry._replace(state=state, key=key)
 
     def run_task(carry: Carry, t, hparams: HParams, data, task_params):
         task = task_slice(task_params, t)
+        carry = between_tasks(carry, t, hparams, data, task_params)
 
         def step(carry: Carry, _):
-            key, batch_key = jax.random.split(carry.key)
-            batch = tasks.sample(data, task, batch_key, spec.batch_size)
-            state, info = learner.update(carry.state, batch, hparams)
-            return Carry(state, key), info
+            key, batch_key, update_key, int_key = jax.random.split(carry.key, 4)
+            batch, items = draw(carry, t, task, data, task_params, batch_key)
+            state, info = learner.update(carry.state, batch, hparams, update_key)
+            if intervention is not None and spec.intervention_every > 0:
+                state = intervene(state, batch, hparams, int_key)
+            return Carry(state, key, items), info
 
         def interval(carry: Carry, _):
             carry, infos = jax.lax.scan(step, carry, length=spec.log_every)

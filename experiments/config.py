@@ -12,10 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from continual.classifier import SETTINGS
+from continual.interventions import RESETS
 from continual.optimizers import OPTIMIZERS
 from continual.runner import MODES
 from plasticity.activations import ACTIVATIONS
 from plasticity.networks import NETWORKS
+from plasticity.regularizers import ALIASES, REGULARIZERS
 from tasks.datasets import DATASETS
 from tasks.supervised import FAMILIES
 
@@ -53,6 +55,28 @@ class Config:
     optimizer: str = _f("adam", "optimizer", OPTIMIZERS)
     learning_rate: tuple = _f((1e-3,), "learning rate(s)", vmapped=True)
     weight_decay: tuple = _f((0.0,), "decoupled weight decay(s) (adamw only)", vmapped=True)
+    # Interventions.
+    regularizer: str = _f("none", "parameter regularizer chained with the optimizer: l2, "
+                          "l2_init (Kumar et al. 2023), weight_decay, spectral_reg "
+                          "(Lewandowski et al. 2025), sp_step, shrink_to_init, ewc "
+                          "(Kirkpatrick et al. 2017), parseval (Chung et al. 2024)",
+                          REGULARIZERS + tuple(ALIASES))
+    reg_strength: tuple = _f((1e-2,), "regularizer strength λ (sp_step, shrink_to_init: 1 − p)",
+                             vmapped=True)
+    reset: str = _f("none", "reset intervention: full, head, last_k (primacy bias), redo "
+                    "(Sokar et al. 2023), shrink_perturb (Ash & Adams 2020), cbp (continual "
+                    "backprop, Dohare et al. 2024)", RESETS)
+    reset_every: int = _f(0, "apply the reset every N steps; 0 = between tasks (cbp: every step)")
+    reset_last_k: int = _f(2, "layers re-initialised by last_k")
+    redo_tau: tuple = _f((0.1,), "ReDo dormancy threshold τ", vmapped=True)
+    sp_shrink: tuple = _f((0.8,), "shrink & perturb: θ ← shrink·θ + perturb·ε", vmapped=True)
+    sp_perturb: tuple = _f((0.01,), "shrink & perturb noise scale (ε a fresh init sample)",
+                           vmapped=True)
+    cbp_replacement_rate: float = _f(1e-4, "continual backprop replacement rate ρ")
+    cbp_maturity: int = _f(100, "continual backprop maturity threshold m (steps)")
+    replay_capacity: int = _f(0, "rehearsal reservoir size in examples (Vitter's Algorithm R); "
+                              "0 = no rehearsal")
+    replay_fraction: float = _f(0.5, "fraction of each batch drawn from the reservoir")
     # The loop.
     batch_size: int = _f(64, "training batch size")
     steps_per_task: int = _f(400, "gradient steps per task")
@@ -92,6 +116,14 @@ def validate(cfg: Config) -> Config:
     for name in _POSITIVE:
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.reset_every < 0 or cfg.replay_capacity < 0 or cfg.cbp_maturity < 0:
+        raise ConfigError("reset_every, replay_capacity and cbp_maturity must be >= 0")
+    if not 0 <= cfg.replay_fraction < 1:
+        raise ConfigError(f"replay_fraction must be in [0, 1), got {cfg.replay_fraction}")
+    if cfg.reset == "last_k" and cfg.reset_last_k < 1:
+        raise ConfigError(f"reset_last_k must be >= 1, got {cfg.reset_last_k}")
+    if any(v < 0 for v in cfg.reg_strength + cfg.redo_tau + cfg.sp_perturb):
+        raise ConfigError("reg_strength, redo_tau and sp_perturb must be >= 0")
     if cfg.dormant_tau < 0:
         raise ConfigError(f"dormant_tau must be >= 0, got {cfg.dormant_tau}")
     if cfg.seed < 0 or cfg.task_seed < 0:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from continual.classifier import make_classifier
+from continual.interventions import InterventionSpec, make_intervention, with_intervention_state
 from continual.loop import LoopSpec, Train, make_train
 from continual.optimizers import HParams
 from continual.runner import execute, run_keys
@@ -53,6 +54,15 @@ def run_table(cfg: Config) -> pd.DataFrame:
     return table[["seed", *grid]]
 
 
+def layer_order(network, tasks: TaskSequence) -> list[str]:
+    """Hidden layers (in forward order) then ``out``, read from the features the network
+    returns (shape-only evaluation, nothing computed)."""
+    x = jax.ShapeDtypeStruct((1, *tasks.input_shape), jnp.float32)
+    params = jax.eval_shape(network.init, jax.random.key(0))
+    features = jax.eval_shape(network.apply, params, x)[1]
+    return [*features, "out"]
+
+
 def build(cfg: Config) -> Experiment:
     validate(cfg)
     dataset = load_dataset(cfg.dataset, cfg.data_dir or None)
@@ -64,11 +74,18 @@ def build(cfg: Config) -> Experiment:
                            layer_norm=cfg.layer_norm)
     diagnostics = hooks.parse_metrics(cfg.metrics, tau=cfg.dormant_tau)
     learner = make_classifier(
-        network, cfg.optimizer, setting=cfg.setting,
+        network, cfg.optimizer, setting=cfg.setting, regularizer=cfg.regularizer,
         optimizer_stats=hooks.optimizer_stats if diagnostics.optimization else None)
     diagnose = hooks.make_diagnose(diagnostics.probes, cfg.activation)
-    spec = LoopSpec(cfg.steps_per_task, cfg.log_every, cfg.batch_size)
-    train = make_train(spec, learner, tasks, diagnose)
+    order = layer_order(network, tasks)
+    ispec = InterventionSpec(cfg.reset, cfg.reset_every, cfg.reset_last_k, cfg.cbp_maturity,
+                             cfg.cbp_replacement_rate)
+    intervention = make_intervention(ispec, learner, order)
+    learner = with_intervention_state(learner, ispec, order)
+    spec = LoopSpec(cfg.steps_per_task, cfg.log_every, cfg.batch_size,
+                    replay_capacity=cfg.replay_capacity, replay_fraction=cfg.replay_fraction,
+                    intervention_every=1 if cfg.reset == "cbp" else cfg.reset_every)
+    train = make_train(spec, learner, tasks, diagnose, intervention)
     runs = run_table(cfg)
     hparams = HParams(**{name: jnp.asarray(runs[name].to_numpy(), jnp.float32)
                          for name in HParams._fields})

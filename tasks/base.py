@@ -16,7 +16,7 @@ class Batch(NamedTuple):
 
     x: jax.Array          # float32 [B, H, W, C], normalised
     y: jax.Array          # int32 [B]
-    class_mask: jax.Array  # bool [num_classes]: the classes of the task (for task-incremental heads)
+    class_mask: jax.Array  # bool [C] or per row [B, C]: the task's classes (task-incremental heads)
     weight: jax.Array     # float32 [B]
 
 
@@ -32,6 +32,10 @@ class TaskSequence(NamedTuple):
     params: Any
     data: Any
     sample: Callable[[Any, Any, jax.Array, int], Batch]  # (data, task, key, batch_size) -> Batch
+    # Rehearsal: draw example indices of one task, and build a batch of examples each seen as in
+    # its own task: (data, all task params, idx [B], task_ids [B], weight [B]) -> Batch.
+    sample_index: Callable[[Any, jax.Array, int], jax.Array]
+    examples: Callable[[Any, Any, jax.Array, jax.Array, jax.Array], Batch]
     eval_batch: Callable[[Any, Any], Batch]              # (data, task) -> the task's fixed test set
     probe_batch: Callable[[Any, Any], Batch]             # (data, task) -> fixed training probe batch
     num_tasks: int

@@ -164,11 +164,28 @@ def make_stream(
         x = x.reshape(b, pixels, c)[:, task.perm, :].reshape(b, h, w, c)
         return Batch(x=x, y=task.label_map[y], class_mask=task.class_mask, weight=weight)
 
-    def sample(data: StreamData, task: StreamParams, key: jax.Array, batch_size: int) -> Batch:
+    def sample_index(task: StreamParams, key: jax.Array, batch_size: int) -> jax.Array:
         i = jax.random.randint(key, (batch_size,), 0, task.train_count)
-        idx = task.train_index[i]
+        return task.train_index[i]
+
+    def sample(data: StreamData, task: StreamParams, key: jax.Array, batch_size: int) -> Batch:
+        idx = sample_index(task, key, batch_size)
         ones = jnp.ones((batch_size,), jnp.float32)
         return transform(data.x_train[idx], data.y_train[idx], task, ones)
+
+    def examples(data: StreamData, task_params: StreamParams, idx: jax.Array,
+                 task_ids: jax.Array, weight: jax.Array) -> Batch:
+        """Training examples ``idx`` seen as in tasks ``task_ids`` (rehearsal of old tasks):
+        each row gets its own task's permutation and label map."""
+        b = idx.shape[0]
+        x = (data.x_train[idx].astype(jnp.float32) / scale - mean) / std
+        perm = task_params.perm[task_ids]                               # [B, H*W]
+        x = jnp.take_along_axis(x.reshape(b, pixels, c), perm[..., None], axis=1)
+        y = jnp.take_along_axis(task_params.label_map[task_ids], data.y_train[idx][:, None],
+                                axis=1)[:, 0]
+        # Each row keeps its own task's classes (task-incremental heads of rehearsed tasks).
+        return Batch(x=x.reshape(b, h, w, c), y=y, class_mask=task_params.class_mask[task_ids],
+                     weight=weight)
 
     def eval_batch(data: StreamData, task: StreamParams) -> Batch:
         idx = task.test_index
@@ -184,6 +201,8 @@ def make_stream(
         params=params,
         data=data,
         sample=sample,
+        sample_index=sample_index,
+        examples=examples,
         eval_batch=eval_batch,
         probe_batch=probe_batch,
         num_tasks=num_tasks,
