@@ -9,7 +9,7 @@ compiled loop and vmaps over runs. **Eviction** (which stored item a new one rep
   reservoir", ACM TOMS 11(1)): after t ≥ C items have been offered, each of them is held with
   probability C/t, so the buffer is a uniform sample of the whole history. This is the rehearsal
   buffer of e.g. Chaudhry et al. 2019 ("On tiny episodic memories in continual learning") and the
-  intended rule of Continual-Dreamer (Kessler et al. 2023).
+  rule Continual-Dreamer (Kessler et al. 2023) names; its code does random replacement (below).
 * eviction ``fifo`` — a ring buffer: it holds exactly the last C items.
 * sampling ``uniform`` — i.i.d. uniform over the stored items (only the first ``size`` slots).
 

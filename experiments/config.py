@@ -41,6 +41,7 @@ class Config:
                      "or disjoint class groups", FAMILIES)
     num_tasks: int = _f(10, "number of tasks in the sequence")
     classes_per_task: int = _f(2, "classes per task (split family only)")
+    random_label_examples: int = _f(512, "memorised subset size (random_labels family only)")
     setting: str = _f("class", "class: one head over all classes; task: logits masked to the "
                       "current task's classes (task identity known)", SETTINGS)
     task_seed: int = _f(0, "seed of the task sequence (shared by all runs)")
@@ -102,7 +103,7 @@ class Config:
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
-_POSITIVE = ("num_tasks", "classes_per_task", "batch_size", "steps_per_task", "log_every",
+_POSITIVE = ("num_tasks", "classes_per_task", "random_label_examples", "batch_size", "steps_per_task", "log_every",
              "eval_examples", "probe_examples", "seeds")
 
 

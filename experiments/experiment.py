@@ -68,7 +68,8 @@ def build(cfg: Config) -> Experiment:
     dataset = load_dataset(cfg.dataset, cfg.data_dir or None)
     tasks = make_stream(dataset, cfg.family, cfg.num_tasks, classes_per_task=cfg.classes_per_task,
                         eval_examples=cfg.eval_examples, probe_examples=cfg.probe_examples,
-                        task_seed=cfg.task_seed)
+                        task_seed=cfg.task_seed,
+                        random_label_examples=cfg.random_label_examples)
     network = make_network(cfg.network, tasks.input_shape, tasks.num_classes, hidden=cfg.hidden,
                            channels=cfg.channels, activation=cfg.activation,
                            layer_norm=cfg.layer_norm)

@@ -6,6 +6,9 @@ them all and a family is only a choice of per-task arrays:
 * ``permuted``  — a fixed pixel permutation per task (Goodfellow et al. 2013; Kirkpatrick et al. 2017);
 * ``reshuffled`` — the same inputs with a fresh permutation of the labels per task (the
   label-reshuffling plasticity benchmark of Kumar et al. 2023 and Lyle et al. 2023);
+* ``random_labels`` — a fixed subset of ``random_label_examples`` training images with fresh
+  random labels per task, evaluated on that same subset: pure memorisation, the trainability
+  probe of Lyle et al. 2022 and Kumar et al. 2023 ("Random Label MNIST");
 * ``split``     — disjoint groups of classes per task (Split MNIST 5×2, Split CIFAR-100 20×5;
   Zenke et al. 2017), used task-incrementally (logits masked to the task's classes) or
   class-incrementally (one head over all classes) — that choice lives in the learner.
@@ -24,7 +27,7 @@ import numpy as np
 from tasks.base import Batch, TaskSequence
 from tasks.datasets import Dataset
 
-FAMILIES = ("permuted", "reshuffled", "split")
+FAMILIES = ("permuted", "reshuffled", "random_labels", "split")
 
 
 class StreamParams(NamedTuple):
@@ -38,6 +41,7 @@ class StreamParams(NamedTuple):
     test_index: jax.Array    # int32 [T, E]: fixed evaluation examples (padded)
     test_weight: jax.Array   # float32 [T, E]: 1 for real entries, 0 for padding
     probe_index: jax.Array   # int32 [T, P]: fixed probe batch from the training split
+    label_seed: jax.Array    # uint32 [T]: random_labels: label of example i = hash(seed_t, i) mod C
 
 
 class StreamData(NamedTuple):
@@ -83,6 +87,7 @@ def make_stream(
     probe_examples: int = 256,
     task_seed: int = 0,
     identity_first: bool = True,
+    random_label_examples: int = 512,
 ) -> TaskSequence:
     """Builds a supervised continual stream and puts its data on device once.
 
@@ -96,6 +101,7 @@ def make_stream(
       probe_examples: size of the fixed probe batch used by diagnostics (Sokar et al. 2023 use 256).
       task_seed: seed of the permutations; shared by all runs.
       identity_first: task 0 keeps the original pixels/labels (permuted, reshuffled).
+      random_label_examples: size of the memorised subset (random_labels).
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown task family {family!r}; valid: {', '.join(FAMILIES)}")
@@ -130,6 +136,11 @@ def make_stream(
         class_mask = all_classes
         train_groups = [np.arange(n_train)] * num_tasks
         test_groups = [np.arange(n_test)] * num_tasks
+        if family == "random_labels":
+            if random_label_examples < 1:
+                raise ValueError("random_label_examples must be >= 1")
+            # Evaluation is on the memorised training subset itself (test_index reads x_train).
+            train_groups = test_groups = [np.arange(min(random_label_examples, n_train))] * num_tasks
         perm = perms(pixels) if family == "permuted" else identity_pixels
         label_map = perms(n_classes) if family == "reshuffled" else identity_labels
 
@@ -149,6 +160,7 @@ def make_stream(
         test_index=jnp.asarray(test_index),
         test_weight=jnp.asarray(test_weight),
         probe_index=jnp.asarray(probe_index),
+        label_seed=jnp.asarray(rng.integers(0, 2**31, num_tasks), jnp.uint32),
     )
     data = StreamData(
         x_train=jnp.asarray(dataset.x_train),
@@ -158,7 +170,18 @@ def make_stream(
     )
     scale, mean, std = dataset.scale, dataset.mean, dataset.std
 
-    def transform(x_uint8: jax.Array, y: jax.Array, task: StreamParams, weight: jax.Array) -> Batch:
+    random_labels = family == "random_labels"
+
+    def labels(idx: jax.Array, seed: jax.Array) -> jax.Array:
+        """Per-example random labels from (task seed, example index): no [T, N] table."""
+        def one(i, s):
+            return jax.random.randint(jax.random.fold_in(jax.random.key(s), i), (), 0, n_classes)
+        return jax.vmap(one)(idx, jnp.broadcast_to(seed, idx.shape))
+
+    def transform(x_uint8: jax.Array, y: jax.Array, task: StreamParams, weight: jax.Array,
+                  idx: jax.Array) -> Batch:
+        if random_labels:
+            y = labels(idx, task.label_seed)
         b = x_uint8.shape[0]
         x = (x_uint8.astype(jnp.float32) / scale - mean) / std
         x = x.reshape(b, pixels, c)[:, task.perm, :].reshape(b, h, w, c)
@@ -171,7 +194,7 @@ def make_stream(
     def sample(data: StreamData, task: StreamParams, key: jax.Array, batch_size: int) -> Batch:
         idx = sample_index(task, key, batch_size)
         ones = jnp.ones((batch_size,), jnp.float32)
-        return transform(data.x_train[idx], data.y_train[idx], task, ones)
+        return transform(data.x_train[idx], data.y_train[idx], task, ones, idx)
 
     def examples(data: StreamData, task_params: StreamParams, idx: jax.Array,
                  task_ids: jax.Array, weight: jax.Array) -> Batch:
@@ -181,20 +204,25 @@ def make_stream(
         x = (data.x_train[idx].astype(jnp.float32) / scale - mean) / std
         perm = task_params.perm[task_ids]                               # [B, H*W]
         x = jnp.take_along_axis(x.reshape(b, pixels, c), perm[..., None], axis=1)
-        y = jnp.take_along_axis(task_params.label_map[task_ids], data.y_train[idx][:, None],
-                                axis=1)[:, 0]
+        if random_labels:
+            y = labels(idx, task_params.label_seed[task_ids])
+        else:
+            y = jnp.take_along_axis(task_params.label_map[task_ids], data.y_train[idx][:, None],
+                                    axis=1)[:, 0]
         # Each row keeps its own task's classes (task-incremental heads of rehearsed tasks).
         return Batch(x=x.reshape(b, h, w, c), y=y, class_mask=task_params.class_mask[task_ids],
                      weight=weight)
 
     def eval_batch(data: StreamData, task: StreamParams) -> Batch:
         idx = task.test_index
-        return transform(data.x_test[idx], data.y_test[idx], task, task.test_weight)
+        # random_labels evaluates memorisation: its evaluation set is the training subset.
+        x_eval, y_eval = (data.x_train, data.y_train) if random_labels else (data.x_test, data.y_test)
+        return transform(x_eval[idx], y_eval[idx], task, task.test_weight, idx)
 
     def probe_batch(data: StreamData, task: StreamParams) -> Batch:
         idx = task.probe_index
         ones = jnp.ones(idx.shape, jnp.float32)
-        return transform(data.x_train[idx], data.y_train[idx], task, ones)
+        return transform(data.x_train[idx], data.y_train[idx], task, ones, idx)
 
     return TaskSequence(
         name=f"{family}-{dataset.name}",
