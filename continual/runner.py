@@ -47,7 +47,7 @@ def execute(train: Train, keys: jax.Array, hparams: Any, data: Any, task_params:
         on_init(logs0)
     per_task = []
     for t in range(num_tasks):
-        carry, logs_t = run_task(carry, jnp.int32(t), hparams, data, task_params)
+        carry, logs_t = run_task(carry, jax.device_put(np.int32(t)), hparams, data, task_params)
         logs_t = jax.device_get(logs_t)
         per_task.append(logs_t)
         if on_task is not None:

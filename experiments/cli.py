@@ -86,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("preset", help=f"one of: {', '.join(PRESETS)}")
     cmp.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2",
                      help="config fields and the values to try")
+    cmp.add_argument("--one-at-a-time", action="store_true",
+                     help="ablation instead of a full product: the first value of every key is "
+                          "the baseline, and each other value is tried alone")
     cmp.add_argument("--rank-by", default="acc_avg,plasticity_slope,forgetting_max",
                      help="comma-separated summary metrics, the first sorts the ranking "
                           "(acc_avg, acc_online, forgetting_max, forgetting_last, bwt, fwt_gem, "
@@ -177,7 +180,8 @@ def _cmd_compare(args) -> int:
 
     grid = compare.parse_grid(args.grid)
     metrics = [m.strip() for m in args.rank_by.split(",") if m.strip()]
-    configs = compare.grid_configs(args.preset, grid, **_overrides(args))
+    configs = compare.grid_configs(args.preset, grid, one_at_a_time=args.one_at_a_time,
+                                   **_overrides(args))
     out = Path(args.out) if args.out else experiment.default_run_dir(f"compare-{args.preset}")
     _check_out(out, args.force)
     print(f"plax compare: {len(configs)} settings × {configs[0][1].seeds} seeds → {out}")

@@ -42,14 +42,18 @@ def parse_grid(items: Sequence[str]) -> dict[str, tuple]:
     return grid
 
 
-def grid_configs(preset: str, grid: dict[str, tuple], **overrides) -> list[tuple[dict, Config]]:
-    """One validated config per combination of static grid values."""
+def grid_configs(preset: str, grid: dict[str, tuple], *, one_at_a_time: bool = False,
+                 **overrides) -> list[tuple[dict, Config]]:
+    """One validated config per setting: every combination of the grid values, or with
+    ``one_at_a_time`` the first value of every key as the baseline plus each other value of
+    one key alone (an ablation: n₁ + n₂ + ... − k + 1 settings instead of n₁·n₂·...)."""
     keys = list(grid)
-    out = []
-    for combo in itertools.product(*grid.values()):
-        setting = dict(zip(keys, combo))
-        out.append((setting, from_preset(preset, **{**overrides, **setting})))
-    return out
+    if one_at_a_time:
+        base = {k: v[0] for k, v in grid.items()}
+        settings = [base] + [{**base, k: v} for k in keys for v in grid[k][1:]]
+    else:
+        settings = [dict(zip(keys, combo)) for combo in itertools.product(*grid.values())]
+    return [(setting, from_preset(preset, **{**overrides, **setting})) for setting in settings]
 
 
 def run_grid(configs: list[tuple[dict, Config]], *, progress: bool = True):

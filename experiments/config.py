@@ -172,6 +172,12 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         dict(dataset="digits", family="reshuffled", num_tasks=10, hidden=(128, 128),
              steps_per_task=300, log_every=50, batch_size=64, seeds=3),
     ),
+    "plasticity-digits": (
+        "loss of plasticity at CPU scale: digits with fresh random labels per task (memorise 256 "
+        "images), ReLU MLP 64-64 with Adam, 30 tasks × 3 seeds",
+        dict(dataset="digits", family="random_labels", random_label_examples=256, num_tasks=30,
+             hidden=(64, 64), steps_per_task=200, log_every=100, batch_size=64, seeds=3),
+    ),
     "permuted-mnist": (
         "Permuted MNIST: 10 tasks of about one epoch, MLP 784-256-256-10, batch 128",
         dict(dataset="mnist", family="permuted", num_tasks=10, hidden=(256, 256),

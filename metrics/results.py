@@ -159,7 +159,8 @@ def aggregate(per_run: pd.DataFrame, by: list[str], metrics=SUMMARY_METRICS,
         row["seeds"] = int((~group["diverged"]).sum())
         row["diverged"] = int(group["diverged"].sum())
         for m in metrics:
-            point, low, high = continual.bootstrap_ci(group[m].to_numpy(float), level=level)
+            values = group.loc[~group["diverged"], m].to_numpy(float)
+            point, low, high = continual.bootstrap_ci(values, level=level)
             row[m], row[f"{m}_lo"], row[f"{m}_hi"] = float(point), float(low), float(high)
         rows.append(row)
     return pd.DataFrame(rows)
