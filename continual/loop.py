@@ -70,6 +70,9 @@ class Carry(NamedTuple):
     state: TrainState
     key: jax.Array
     buffer: Any = ()  # replay.ReservoirState of (train index, task) pairs when rehearsal is on
+    # Divergence: once a step produces a non-finite loss or parameter, the run is frozen at its
+    # last finite state (its evaluations stay meaningful) and flagged; other runs go on.
+    diverged: jax.Array = False
 
 
 class Train(NamedTuple):
@@ -78,6 +81,9 @@ class Train(NamedTuple):
     Shapes in the logs: ``I`` intervals per task, ``T`` tasks.
 
     * ``init(key, hparams, data, task_params) -> (carry, logs0)``: logs at step 0 (R row 0).
+    * ``between_tasks(carry, t, hparams, data, task_params) -> carry``: boundary hooks before
+      task ``t`` (a no-op for t = 0); ``run_interval(carry, t, ...) -> (carry, logs)``: one log
+      interval of task ``t``. Chunked mode drives these two from the host.
     * ``run_task(carry, t, hparams, data, task_params) -> (carry, logs[I])``.
     * ``run(key, hparams, data, task_params) -> (logs0, logs[T, I])``: the whole sequence.
     """
@@ -85,6 +91,8 @@ class Train(NamedTuple):
     init: Callable
     run_task: Callable
     run: Callable
+    between_tasks: Callable
+    run_interval: Callable
 
 
 def make_train(spec: LoopSpec, learner: Learner, tasks: TaskSequence,
@@ -111,7 +119,8 @@ def make_train(spec: LoopSpec, learner: Learner, tasks: TaskSequence,
         state = learner.init(init_key, hparams)
         items = () if buffer is None else buffer.init(
             (jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)))
-        return Carry(state, key, items), measure(state, 0, data, task_params)
+        return (Carry(state, key, items, jnp.zeros((), bool)),
+                measure(state, 0, data, task_params))
 
     def draw(carry: Carry, t, task, data, task_params, key):
         """The training batch: current-task examples plus, with rehearsal, examples drawn from
@@ -148,9 +157,8 @@ def make_train(spec: LoopSpec, learner: Learner, tasks: TaskSequence,
         state = jax.lax.cond(t > 0, apply, lambda s: s, carry.state)
         return carry._replace(state=state, key=key)
 
-    def run_task(carry: Carry, t, hparams: HParams, data, task_params):
+    def run_interval(carry: Carry, t, hparams: HParams, data, task_params):
         task = task_slice(task_params, t)
-        carry = between_tasks(carry, t, hparams, data, task_params)
 
         def step(carry: Carry, _):
             key, batch_key, update_key, int_key = jax.random.split(carry.key, 4)
@@ -158,17 +166,27 @@ def make_train(spec: LoopSpec, learner: Learner, tasks: TaskSequence,
             state, info = learner.update(carry.state, batch, hparams, update_key)
             if intervention is not None and spec.intervention_every > 0:
                 state = intervene(state, batch, hparams, int_key)
-            return Carry(state, key, items), info
+            loss_ok = jnp.isfinite(info["train_loss"])
+            params_ok = jnp.all(jnp.array([jnp.all(jnp.isfinite(p))
+                                           for p in jax.tree.leaves(state.params)]))
+            keep = loss_ok & params_ok & ~carry.diverged
+            state = jax.tree.map(lambda new, old: jnp.where(keep, new, old), state, carry.state)
+            flags = {"nonfinite_loss": ~loss_ok, "nonfinite_params": ~params_ok}
+            return Carry(state, key, items, carry.diverged | ~keep), (info, flags)
 
-        def interval(carry: Carry, _):
-            carry, infos = jax.lax.scan(step, carry, length=spec.log_every)
-            logs = {"train": jax.tree.map(jnp.mean, infos),
-                    # Divergence: count non-finite losses; the host reports where they appear.
-                    "nonfinite_steps": jnp.sum(~jnp.isfinite(infos["train_loss"]))}
-            logs.update(measure(carry.state, t, data, task_params))
-            return carry, logs
+        carry, (infos, flags) = jax.lax.scan(step, carry, length=spec.log_every)
+        logs = {"train": jax.tree.map(jnp.mean, infos),
+                # Steps with a non-finite loss or parameter: the host reports where and which.
+                "nonfinite_steps": jnp.sum(flags["nonfinite_loss"] | flags["nonfinite_params"]),
+                "nonfinite_loss": jnp.sum(flags["nonfinite_loss"]),
+                "nonfinite_params": jnp.sum(flags["nonfinite_params"])}
+        logs.update(measure(carry.state, t, data, task_params))
+        return carry, logs
 
-        return jax.lax.scan(interval, carry, length=spec.intervals_per_task)
+    def run_task(carry: Carry, t, hparams: HParams, data, task_params):
+        carry = between_tasks(carry, t, hparams, data, task_params)
+        return jax.lax.scan(lambda c, _: run_interval(c, t, hparams, data, task_params), carry,
+                            length=spec.intervals_per_task)
 
     def run(key, hparams: HParams, data, task_params):
         carry, logs0 = init(key, hparams, data, task_params)
@@ -180,4 +198,4 @@ def make_train(spec: LoopSpec, learner: Learner, tasks: TaskSequence,
         _, logs = jax.lax.scan(body, carry, jnp.arange(num_tasks))
         return logs0, logs
 
-    return Train(init, run_task, run)
+    return Train(init, run_task, run, between_tasks, run_interval)

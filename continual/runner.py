@@ -1,11 +1,20 @@
-"""Executes a loop for many runs at once: ``vmap`` over runs, in sweep or chunked mode."""
+"""Executes a loop for many runs at once: ``vmap`` over runs, sharded over devices, in sweep or
+chunked mode.
+
+Distribution is a property of the inputs (DESIGN.md, principle 9): the run axis of the keys and
+hyperparameters is sharded over a 1-D device mesh named ``runs`` and the compiled program follows
+it; the task data is replicated. Runs never communicate. A run count that does not divide the
+device count is padded with copies of the last run, dropped from the results.
+"""
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from continual.loop import Train
 
@@ -17,40 +26,101 @@ def run_keys(seeds) -> jax.Array:
     return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
 
 
+def run_mesh(devices=None) -> Mesh:
+    """A 1-D mesh over all devices (every process's, after ``jax.distributed.initialize``)."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), ("runs",))
+
+
+def _pad_runs(tree: Any, multiple: int) -> tuple[Any, int]:
+    runs = jax.tree.leaves(tree)[0].shape[0]
+    pad = -runs % multiple
+    if pad:
+        tree = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], pad, axis=0)]), tree)
+    return tree, runs
+
+
+def shard_inputs(mesh: Mesh, keys, hparams, data, task_params):
+    """Puts the run axis on the mesh and replicates the shared inputs."""
+    (keys, hparams), runs = _pad_runs((keys, hparams), mesh.size)
+    by_run = NamedSharding(mesh, PartitionSpec("runs"))
+    replicated = NamedSharding(mesh, PartitionSpec())
+    keys, hparams = jax.device_put((keys, hparams), by_run)
+    data, task_params = jax.device_put((data, task_params), replicated)
+    return keys, hparams, data, task_params, runs
+
+
+def to_host(tree: Any, runs: int) -> Any:
+    """Host numpy copies of the first ``runs`` entries (gathered from all processes)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+        tree = multihost_utils.process_allgather(tree, tiled=True)
+    return jax.tree.map(lambda a: np.asarray(a)[:runs], jax.device_get(tree))
+
+
 def execute(train: Train, keys: jax.Array, hparams: Any, data: Any, task_params: Any, *,
-            num_tasks: int, mode: str = "chunked",
+            num_tasks: int, intervals_per_task: int, mode: str = "chunked",
+            mesh: Mesh | None = None, checkpointer: Any = None,
+            checkpoint_seconds: float = 0.0,
             on_init: Callable[[Any], None] | None = None,
-            on_task: Callable[[int, Any], None] | None = None) -> tuple[Any, Any]:
+            on_interval: Callable[[int, int, Any], None] | None = None) -> tuple[Any, Any]:
     """Runs every run of the batch and returns host arrays ``(logs0, logs)``.
 
     Leaves of ``logs0`` have shape ``[R, ...]`` and of ``logs`` ``[R, T, I, ...]``.
 
     * ``sweep``: the whole sequence is one compiled call (fastest; no progress until it ends).
-    * ``chunked``: one compiled call per task, the same executable each time; ``on_init(logs0)``
-      and ``on_task(t, logs_t)`` receive host logs as they arrive (progress, partial results).
+    * ``chunked``: a host loop over log intervals calling the same two compiled functions
+      (between tasks; one interval). ``on_init(logs0)`` and ``on_interval(t, i, logs)`` get host
+      logs as they arrive. With a ``checkpointer`` (see :mod:`continual.checkpoint`) the state
+      and logs are saved at every task boundary and whenever ``checkpoint_seconds`` have passed,
+      and a run resumes from its latest checkpoint with identical results.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    mesh = run_mesh() if mesh is None else mesh
+    keys, hparams, data, task_params, runs = shard_inputs(mesh, keys, hparams, data, task_params)
+    vmapped = lambda fn, axes: jax.vmap(fn, in_axes=axes)  # noqa: E731
     if mode == "sweep":
-        run = jax.jit(jax.vmap(train.run, in_axes=(0, 0, None, None)))
-        logs0, logs = jax.device_get(run(keys, hparams, data, task_params))
-        if on_task is not None:
-            on_task(num_tasks - 1, jax.tree.map(lambda a: a[:, -1], logs))
+        run = jax.jit(vmapped(train.run, (0, 0, None, None)))
+        logs0, logs = to_host(run(keys, hparams, data, task_params), runs)
+        if on_init is not None:
+            on_init(logs0)
+        if on_interval is not None:
+            on_interval(num_tasks - 1, intervals_per_task - 1,
+                        jax.tree.map(lambda a: a[:, -1, -1], logs))
         return logs0, logs
 
-    init = jax.jit(jax.vmap(train.init, in_axes=(0, 0, None, None)))
-    run_task = jax.jit(jax.vmap(train.run_task, in_axes=(0, None, 0, None, None)),
-                       donate_argnums=0)
+    init = jax.jit(vmapped(train.init, (0, 0, None, None)))
+    between = jax.jit(vmapped(train.between_tasks, (0, None, 0, None, None)), donate_argnums=0)
+    interval = jax.jit(vmapped(train.run_interval, (0, None, 0, None, None)), donate_argnums=0)
     carry, logs0 = init(keys, hparams, data, task_params)
-    logs0 = jax.device_get(logs0)
+    received: list = []
+    position = 0
+    if checkpointer is not None and checkpointer.latest_step() is not None:
+        position, carry, (logs0, received) = checkpointer.restore(None, carry)
+        carry = jax.device_put(carry, NamedSharding(mesh, PartitionSpec("runs")))
+    else:
+        logs0 = to_host(logs0, runs)
     if on_init is not None:
         on_init(logs0)
-    per_task = []
-    for t in range(num_tasks):
-        carry, logs_t = run_task(carry, jax.device_put(np.int32(t)), hparams, data, task_params)
-        logs_t = jax.device_get(logs_t)
-        per_task.append(logs_t)
-        if on_task is not None:
-            on_task(t, logs_t)
-    logs = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *per_task)
+    last_save = time.monotonic()
+    total = num_tasks * intervals_per_task
+    for pos in range(position, total):
+        t, i = divmod(pos, intervals_per_task)
+        t_dev = jax.device_put(np.int32(t))
+        if i == 0:
+            carry = between(carry, t_dev, hparams, data, task_params)
+        carry, logs_i = interval(carry, t_dev, hparams, data, task_params)
+        logs_i = to_host(logs_i, runs)
+        received.append(logs_i)
+        if on_interval is not None:
+            on_interval(t, i, logs_i)
+        boundary = i == intervals_per_task - 1
+        due = checkpoint_seconds > 0 and time.monotonic() - last_save >= checkpoint_seconds
+        if checkpointer is not None and (boundary or due) and pos + 1 < total:
+            checkpointer.save(pos + 1, carry, (logs0, received))
+            last_save = time.monotonic()
+    logs = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *received)  # [R, T*I, ...]
+    logs = jax.tree.map(lambda a: a.reshape(a.shape[0], num_tasks, intervals_per_task,
+                                            *a.shape[2:]), logs)
     return logs0, logs

@@ -170,8 +170,9 @@ def _print_summary(table, agg, per_run) -> None:
     print(report.format_summary(agg))
     diverged = per_run[per_run["diverged"]]
     for run, row in diverged.iterrows():
-        print(f"warning: run {run} (seed {row['seed']}) diverged: non-finite loss in task "
-              f"{row['diverged_task']} by step {row['diverged_by_step']}; excluded from the summary",
+        print(f"warning: run {run} (seed {row['seed']}) diverged: non-finite "
+              f"{row['diverged_quantity']} in task {row['diverged_task']} by step "
+              f"{row['diverged_by_step']}; frozen there and excluded from the summary",
               file=sys.stderr)
 
 

@@ -93,39 +93,52 @@ def build(cfg: Config) -> Experiment:
     return Experiment(cfg, tasks, train, runs, hparams, spec)
 
 
-def run(exp: Experiment, *, progress: bool = True):
-    """Executes all runs; returns ``(table, per_run_summary, wall_seconds)``."""
+def run(exp: Experiment, *, progress: bool = True, checkpointer=None,
+        checkpoint_seconds: float = 0.0):
+    """Executes all runs; returns ``(table, per_run_summary, wall_seconds)``.
+
+    In chunked mode a progress bar counts log intervals; an interruption raises
+    :class:`PartialRun` carrying the table of the tasks completed so far."""
     cfg = exp.config
     keys = run_keys(exp.runs["seed"].to_numpy())
+    intervals = exp.spec.intervals_per_task
     bar = None
     if progress and cfg.mode == "chunked":
         from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.num_tasks, desc="tasks", unit="task")
+        bar = tqdm(total=cfg.num_tasks * intervals, desc="training", unit="interval")
 
-    received: dict = {"logs0": None, "tasks": []}
+    received: dict = {"logs0": None, "intervals": []}
 
     def on_init(logs0):
         received["logs0"] = logs0
+        received["intervals"] = []
+        if bar is not None:  # a resumed run starts part-way
+            bar.reset()
 
-    def on_task(t, logs_t):
-        received["tasks"].append(logs_t)
+    def on_interval(t, i, logs):
+        received["intervals"].append(logs)
         if bar is not None:
-            acc = np.asarray(logs_t["eval_acc"])[:, -1, t].mean()
-            bar.set_postfix(train_loss=f"{np.asarray(logs_t['train']['train_loss'])[:, -1].mean():.3f}",
-                            acc_current=f"{acc:.3f}")
+            if bar.n == 0 and (t, i) != (0, 0):
+                bar.update(t * intervals + i)
+            bar.set_postfix(task=t, loss=f"{np.asarray(logs['train']['train_loss']).mean():.3f}",
+                            acc_current=f"{np.asarray(logs['eval_acc'])[:, t].mean():.3f}")
             bar.update(1)
 
     start = time.perf_counter()
     try:
         logs0, logs = execute(exp.train, keys, exp.hparams, exp.tasks.data, exp.tasks.params,
-                              num_tasks=cfg.num_tasks, mode=cfg.mode, on_init=on_init,
-                              on_task=on_task)
+                              num_tasks=cfg.num_tasks, intervals_per_task=intervals,
+                              mode=cfg.mode, checkpointer=checkpointer,
+                              checkpoint_seconds=checkpoint_seconds,
+                              on_init=on_init, on_interval=on_interval)
     except (Exception, KeyboardInterrupt) as err:
-        if cfg.mode != "chunked" or not received["tasks"]:
+        done = len(received["intervals"]) // intervals
+        if cfg.mode != "chunked" or received["logs0"] is None or done == 0:
             raise
-        logs = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *received["tasks"])
+        logs = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *received["intervals"][:done * intervals])
+        logs = jax.tree.map(lambda a: a.reshape(a.shape[0], done, intervals, *a.shape[2:]), logs)
         table = results.to_frame(received["logs0"], logs, exp.runs, cfg.log_every)
-        raise PartialRun(table, len(received["tasks"]), err) from err
+        raise PartialRun(table, done, err) from err
     finally:
         if bar is not None:
             bar.close()

@@ -19,7 +19,8 @@ import pandas as pd  # noqa: E402
 from metrics import continual, results  # noqa: E402
 
 # Logged every interval but not diagnostics: plotted elsewhere or not at all.
-_NOT_DIAGNOSTICS = {"eval_acc", "train_acc", "nonfinite_steps"}
+_NOT_DIAGNOSTICS = {"eval_acc", "train_acc", "nonfinite_steps", "nonfinite_loss",
+                    "nonfinite_params"}
 
 
 def setting_columns(df: pd.DataFrame) -> list[str]:

@@ -115,13 +115,22 @@ def r_matrix(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
 
 
 def divergence(df: pd.DataFrame) -> pd.DataFrame:
-    """Per run: whether any training loss was non-finite, and the first (task, step) where."""
+    """Per run: whether training hit a non-finite loss or parameter, the first (task, log step)
+    where, and which quantity (``loss``, ``params`` or both). The loop froze such a run at its
+    last finite state."""
     bad = df[(df["metric"] == "nonfinite_steps") & (df["value"] > 0)]
     first = bad.sort_values("step").drop_duplicates("run").set_index("run")
     out = pd.DataFrame(index=pd.Index(sorted(df["run"].unique()), name="run"))
     out["diverged"] = out.index.isin(first.index)
     out["diverged_task"] = first["task"].reindex(out.index).astype("Int64")
     out["diverged_by_step"] = first["step"].reindex(out.index).astype("Int64")
+    which = pd.Series(pd.NA, index=out.index, dtype="string")
+    for run, step in first["step"].items():
+        at = df[(df["run"] == run) & (df["step"] == step)]
+        parts = [q for q in ("loss", "params")
+                 if (at.loc[at["metric"] == f"nonfinite_{q}", "value"] > 0).any()]
+        which[run] = "+".join(parts) or "loss"
+    out["diverged_quantity"] = which
     return out
 
 

@@ -3,7 +3,35 @@
 ``features`` maps a layer name to its post-activation array, so representation diagnostics read
 them without hooks (DESIGN.md, principle 5). Layer names match the parameter tree: the features of
 ``"hidden/0"`` come from the parameters under ``params["hidden"][0]``; the output layer is ``"out"``
-and has no features entry.
+and has no features entry. Every weight layer (one with a ``kernel``) except ``"out"`` has exactly
+one features entry.
+
+Networks (:data:`NETWORKS`):
+
+* ``mlp`` — flatten → [Dense ``hidden/i`` → (LayerNorm ``norm/i``) → act] per ``hidden`` → Dense
+  ``out``.
+* ``cnn`` — [Conv 3×3 ``conv/i`` → (LayerNorm ``conv_norm/i``) → act → 2×2 max-pool] per
+  ``channels``, then the dense head of ``mlp``.
+* ``resmlp`` — the residual MLP of Wang et al. 2025 ("1000 Layer Networks for Self-Supervised RL",
+  REFERENCE.md §9 "Deep network"): flatten → stem Dense ``stem`` → LN ``stem_norm`` → act; then
+  ``blocks`` residual blocks, block b = ``layers_per_block`` × (Dense ``blocks/b/l`` → LN
+  ``block_norm/b/l`` → act) plus an identity skip from the block's input to its output; head
+  Dense ``out``. The width is ``hidden[0]`` (other entries are ignored). Layer norm is part of the
+  architecture (Wang et al.: residual, LN and Swish are all required), so ``layer_norm`` is
+  ignored; pick ``activation="swish"`` for their setting. Features: ``stem`` and every
+  ``blocks/b/l`` (post-activation; for a block's last layer that is *before* the skip is added —
+  the residual stream itself is not a separate entry). The blocks are unrolled Python loops: for
+  depths in the hundreds, a scan over stacked blocks with remat would compile faster.
+
+Activations (:mod:`plasticity.activations`): a stateless one is a function; an activation with
+parameters (``rational``, ``rational_shared``, ``rational_constrained``) is an NNX module inside
+the network. Per-layer ones live beside the layer they follow — ``act/i`` (dense), ``conv_act/i``
+(conv), ``stem_act`` and ``block_act/b/l`` (resmlp) — and a shared one is a single module ``act``
+called by every layer, so its coefficients appear once in the parameter tree. These layers hold
+``numerator``/``denominator`` (and ``slope``) leaves, never a ``kernel``, and have no features
+entry. CReLU and Fourier features double the activation's width and the next layer reads the
+doubled width (keep-width choice, ≈2× parameters, as in Plasticine; Kumar et al. 2023 halve
+``hidden`` instead); in ``resmlp`` the residual stream then has width 2·``hidden[0]``.
 
 Modules are Flax NNX; the hot path is functional: :func:`make_network` splits a module once into a
 static graph definition and a pure ``init(key) -> params`` / ``apply(params, x)`` pair.
@@ -16,20 +44,48 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 from flax import nnx
 
-from plasticity.activations import get_activation
+from plasticity.activations import Activation, get_activation
 
-NETWORKS = ("mlp", "cnn")
+NETWORKS = ("mlp", "cnn", "resmlp")
 
 
-class _DenseHead(nnx.Module):
+class _Net(nnx.Module):
+    """Activation plumbing shared by the networks: a function, per-layer modules or one module."""
+
+    def _init_act(self, act: Activation) -> None:
+        self.act_fn = None if act.parametric else act.fn
+        self.act_shared = act.parametric and act.shared
+        if self.act_shared:
+            self.act = act.make()
+
+    @staticmethod
+    def _act_list(act: Activation, n: int) -> nnx.List | None:
+        """One activation module per layer, or None when stateless or shared."""
+        if not act.parametric or act.shared:
+            return None
+        return nnx.List([act.make() for _ in range(n)])
+
+    def _activate(self, x: jax.Array, own: nnx.Module | None) -> jax.Array:
+        """``own`` is this layer's activation module (None unless per-layer parametric)."""
+        if self.act_fn is not None:
+            return self.act_fn(x)
+        return (self.act if self.act_shared else own)(x)
+
+
+def _at(modules: nnx.List | None, i: int):
+    return None if modules is None else modules[i]
+
+
+class _DenseHead(_Net):
     """[Dense → (LayerNorm) → activation] × len(hidden) → Dense ``out``; shared by MLP and CNN."""
 
     def _build_dense(self, in_features: int, hidden: Sequence[int], out_features: int,
-                     act, layer_norm: bool, rngs: nnx.Rngs):
-        self.act = act.fn
+                     act: Activation, layer_norm: bool, rngs: nnx.Rngs):
         widths = [in_features] + [h * act.width_factor for h in hidden]
         self.hidden = nnx.List([nnx.Linear(a, h, rngs=rngs) for a, h in zip(widths, hidden)])
         self.norm = nnx.List([nnx.LayerNorm(h, rngs=rngs) for h in hidden] if layer_norm else [])
+        if not act.shared:
+            self.act = self._act_list(act, len(hidden))
         self.out = nnx.Linear(widths[-1], out_features, rngs=rngs)
 
     def _dense(self, x: jax.Array, features: dict) -> jax.Array:
@@ -38,7 +94,7 @@ class _DenseHead(nnx.Module):
             x = layer(x)
             if len(self.norm):
                 x = self.norm[i](x)
-            x = self.act(x)
+            x = self._activate(x, None if self.act_shared else _at(self.act, i))
             features[f"hidden/{i}"] = x
         return self.out(x)
 
@@ -48,8 +104,9 @@ class MLP(_DenseHead):
 
     def __init__(self, in_features: int, hidden: Sequence[int], out_features: int,
                  activation: str, layer_norm: bool, rngs: nnx.Rngs):
-        self._build_dense(in_features, hidden, out_features, get_activation(activation),
-                          layer_norm, rngs)
+        act = get_activation(activation)
+        self._init_act(act)
+        self._build_dense(in_features, hidden, out_features, act, layer_norm, rngs)
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         features: dict[str, jax.Array] = {}
@@ -63,6 +120,7 @@ class CNN(_DenseHead):
     def __init__(self, input_shape: Sequence[int], channels: Sequence[int], hidden: Sequence[int],
                  out_features: int, activation: str, layer_norm: bool, rngs: nnx.Rngs):
         act = get_activation(activation)
+        self._init_act(act)
         h, w, c = input_shape
         in_ch = [c] + [ch * act.width_factor for ch in channels]
         self.conv = nnx.List([
@@ -71,6 +129,7 @@ class CNN(_DenseHead):
         ])
         self.conv_norm = nnx.List(
             [nnx.LayerNorm(ch, rngs=rngs) for ch in channels] if layer_norm else [])
+        self.conv_act = self._act_list(act, len(channels))
         for _ in channels:
             h, w = (h // 2, w // 2) if h > 1 and w > 1 else (h, w)
         self._build_dense(h * w * in_ch[-1], hidden, out_features, act, layer_norm, rngs)
@@ -81,11 +140,51 @@ class CNN(_DenseHead):
             x = conv(x)
             if len(self.conv_norm):
                 x = self.conv_norm[i](x)
-            x = self.act(x)
+            x = self._activate(x, _at(self.conv_act, i))
             features[f"conv/{i}"] = x
             if x.shape[1] > 1 and x.shape[2] > 1:
                 x = nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
         return self._dense(x, features), features
+
+
+class ResMLP(_Net):
+    """Residual MLP (Wang et al. 2025): stem Dense→LN→act, ``blocks`` × [``layers_per_block`` ×
+    (Dense→LN→act) + identity skip], head Dense ``out``. See the module docstring for names."""
+
+    def __init__(self, in_features: int, width: int, blocks: int, layers_per_block: int,
+                 out_features: int, activation: str, rngs: nnx.Rngs):
+        act = get_activation(activation)
+        self._init_act(act)
+        stream = width * act.width_factor  # the residual stream's width
+        self.stem = nnx.Linear(in_features, width, rngs=rngs)
+        self.stem_norm = nnx.LayerNorm(width, rngs=rngs)
+        self.stem_act = None if act.shared else _at(self._act_list(act, 1), 0)
+        self.blocks = nnx.List([
+            nnx.List([nnx.Linear(stream, width, rngs=rngs) for _ in range(layers_per_block)])
+            for _ in range(blocks)
+        ])
+        self.block_norm = nnx.List([
+            nnx.List([nnx.LayerNorm(width, rngs=rngs) for _ in range(layers_per_block)])
+            for _ in range(blocks)
+        ])
+        per_layer = act.parametric and not act.shared
+        self.block_act = nnx.List([
+            self._act_list(act, layers_per_block) for _ in range(blocks)]) if per_layer else None
+        self.out = nnx.Linear(stream, out_features, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        features: dict[str, jax.Array] = {}
+        x = x.reshape(x.shape[0], -1)
+        x = self._activate(self.stem_norm(self.stem(x)), self.stem_act)
+        features["stem"] = x
+        for b, block in enumerate(self.blocks):
+            h = x
+            for l, layer in enumerate(block):
+                own = None if self.block_act is None else self.block_act[b][l]
+                h = self._activate(self.block_norm[b][l](layer(h)), own)
+                features[f"blocks/{b}/{l}"] = h
+            x = x + h
+        return self.out(x), features
 
 
 class Network(NamedTuple):
@@ -97,9 +196,25 @@ class Network(NamedTuple):
 
 def make_network(kind: str, input_shape: Sequence[int], num_outputs: int, *,
                  hidden: Sequence[int] = (256, 256), channels: Sequence[int] = (32, 64),
-                 activation: str = "relu", layer_norm: bool = False) -> Network:
-    """Builds a network by name (``mlp`` or ``cnn``) and splits it once into pure functions."""
+                 activation: str = "relu", layer_norm: bool = False, blocks: int = 2,
+                 layers_per_block: int = 4) -> Network:
+    """Builds a network by name (``mlp``, ``cnn`` or ``resmlp``) and splits it once into pure
+    functions.
+
+    ``hidden``: dense widths (``resmlp``: ``hidden[0]`` is the residual width); ``channels``: CNN
+    conv channels; ``blocks``/``layers_per_block``: ``resmlp`` depth (Wang et al. use 4 layers per
+    block; depth = blocks × layers_per_block Dense layers in the blocks). ``layer_norm`` is ignored
+    by ``resmlp``, which always uses layer norm.
+    """
+    if kind not in NETWORKS:
+        raise ValueError(f"unknown network {kind!r}; valid: {', '.join(NETWORKS)}")
     get_activation(activation)  # validate early, with the list of valid names
+    if kind == "resmlp":
+        if not len(hidden):
+            raise ValueError(f"resmlp needs a width hidden[0]; got hidden={tuple(hidden)!r}")
+        if blocks < 0 or layers_per_block < 1:
+            raise ValueError(f"resmlp needs blocks >= 0 and layers_per_block >= 1; got "
+                             f"blocks={blocks!r}, layers_per_block={layers_per_block!r}")
 
     def build(rngs: nnx.Rngs) -> nnx.Module:
         if kind == "mlp":
@@ -107,7 +222,8 @@ def make_network(kind: str, input_shape: Sequence[int], num_outputs: int, *,
             return MLP(in_features, hidden, num_outputs, activation, layer_norm, rngs)
         if kind == "cnn":
             return CNN(input_shape, channels, hidden, num_outputs, activation, layer_norm, rngs)
-        raise ValueError(f"unknown network {kind!r}; valid: {', '.join(NETWORKS)}")
+        return ResMLP(math.prod(input_shape), hidden[0], blocks, layers_per_block, num_outputs,
+                      activation, rngs)
 
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
 
@@ -123,7 +239,9 @@ def make_network(kind: str, input_shape: Sequence[int], num_outputs: int, *,
 def layer_params(params: Any) -> dict[str, dict[str, jax.Array]]:
     """Groups a parameter tree by layer: ``{"hidden/0": {"kernel": W, "bias": b}, "out": {...}}``.
 
-    The layer name is the path to the parameter without its last entry, joined by ``/``.
+    The layer name is the path to the parameter without its last entry, joined by ``/``
+    (``"blocks/0/1"`` for a resmlp block layer, ``"act/0"`` or ``"act"`` for rational
+    coefficients).
     """
     layers: dict[str, dict[str, jax.Array]] = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:

@@ -110,7 +110,7 @@ def test_no_tracing_guard_is_effective():
         f(x)
 
 
-def test_chunked_mode_calls_run_task_once_per_task_with_one_trace(exp, sweep_logs):
+def test_chunked_mode_drives_intervals_from_the_host_with_one_trace(exp, sweep_logs):
     traces = collections.Counter()
 
     def counted(name, fn):
@@ -119,14 +119,14 @@ def test_chunked_mode_calls_run_task_once_per_task_with_one_trace(exp, sweep_log
             return fn(*args)
         return wrapper
 
-    train = Train(counted("init", exp.train.init), counted("run_task", exp.train.run_task),
-                  counted("run", exp.train.run))
+    train = exp.train._replace(**{name: counted(name, getattr(exp.train, name))
+                                  for name in ("init", "between_tasks", "run_interval")})
     seen = []
     logs0, logs = execute(train, run_keys(SEEDS), exp.hparams, exp.tasks.data, exp.tasks.params,
-                          num_tasks=T, mode="chunked",
-                          on_task=lambda t, logs_t: seen.append((t, logs_t["eval_acc"].shape)))
-    assert traces == {"init": 1, "run_task": 1}
-    assert seen == [(t, (3, I, T)) for t in range(T)]
+                          num_tasks=T, intervals_per_task=I, mode="chunked",
+                          on_interval=lambda t, i, lg: seen.append((t, i, lg["eval_acc"].shape)))
+    assert traces == {"init": 1, "between_tasks": 1, "run_interval": 1}
+    assert seen == [(t, i, (3, T)) for t in range(T) for i in range(I)]
     # Chunked and sweep modes run the same functions: the same numbers.
     s0, s = sweep_logs
     assert jax.tree.structure(logs) == jax.tree.structure(s)
@@ -142,7 +142,7 @@ def test_chunked_mode_calls_run_task_once_per_task_with_one_trace(exp, sweep_log
 def test_execute_rejects_unknown_mode_listing_valid_modes(exp):
     with pytest.raises(ValueError, match=r"unknown mode 'fast'.*sweep.*chunked"):
         execute(exp.train, run_keys([0]), exp.hparams, exp.tasks.data, exp.tasks.params,
-                num_tasks=T, mode="fast")
+                num_tasks=T, intervals_per_task=I, mode="fast")
 
 
 # --------------------------------------------------------------------------------------------
