@@ -9,10 +9,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import textwrap
 from pathlib import Path
 
+from continual.checkpoint import CheckpointError
 from experiments.config import FIELDS, PRESETS, ConfigError, from_preset, parse_value
 
 _EPILOG = """\
@@ -68,6 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run directory (default runs/<preset>-<time>)")
     run.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     run.add_argument("--no-plots", action="store_true", help="skip drawing plots")
+    run.add_argument("--resume", metavar="RUN_DIR",
+                     help="continue a killed run from its last checkpoint (same config; the "
+                          "result is identical to an uninterrupted run)")
+    run.add_argument("--checkpoint-minutes", type=float, default=10.0, metavar="M",
+                     help="chunked mode saves an orbax checkpoint at every task boundary and "
+                          "at least every M minutes (default 10; 0 = boundaries only)")
+    run.add_argument("--keep-checkpoints", type=int, default=3, metavar="N",
+                     help="checkpoints kept (default 3); 0 disables checkpointing")
     group = run.add_argument_group("config overrides")
     for name in FIELDS:
         group.add_argument(_option(name), dest=f"cfg_{name}", metavar="VALUE",
@@ -133,20 +143,51 @@ def _check_out(out: Path, force: bool) -> None:
                           "or pass --force to overwrite it")
 
 
-def _cmd_run(args) -> int:
-    from experiments import experiment, report
-    from metrics import results
+def resolve_run(args) -> tuple:
+    """``(config, preset, run_dir)`` of a ``plax run`` invocation, validated, nothing run."""
+    from experiments import experiment
 
+    if args.resume:
+        out = Path(args.resume)
+        saved = out / "config.json"
+        if not saved.exists():
+            raise ConfigError(f"--resume {out}: no config.json there; is it a plax run directory?")
+        if _overrides(args):
+            raise ConfigError("--resume takes the saved config; config overrides are not allowed")
+        cfg, preset = experiment.config_from_saved(json.loads(saved.read_text()))
+        return cfg, preset, out
+    if args.keep_checkpoints < 0 or args.checkpoint_minutes < 0:
+        raise ConfigError("--keep-checkpoints and --checkpoint-minutes must be >= 0")
     cfg = from_preset(args.preset, **_overrides(args))
     out = Path(args.out) if args.out else experiment.default_run_dir(args.preset)
     _check_out(out, args.force)
-    print(f"plax: {args.preset}: {cfg.family} {cfg.dataset}, {cfg.num_tasks} tasks × "
+    return cfg, args.preset, out
+
+
+def _cmd_run(args) -> int:
+    from continual.checkpoint import Checkpointer
+    from experiments import experiment, report
+    from metrics import results
+
+    cfg, preset, out = resolve_run(args)
+    print(f"plax: {preset}: {cfg.family} {cfg.dataset}, {cfg.num_tasks} tasks × "
           f"{cfg.steps_per_task} steps, runs = {cfg.seeds} seeds × "
           f"{len(experiment.run_table(cfg)) // cfg.seeds} settings → {out}", flush=True)
     exp = experiment.build(cfg)
-    meta = experiment.resolved_config(cfg, args.preset)
+    meta = experiment.resolved_config(cfg, preset)
+    checkpointer = None
+    if cfg.mode == "chunked" and args.keep_checkpoints > 0:
+        checkpointer = Checkpointer(out / "checkpoints", keep=args.keep_checkpoints,
+                                    fingerprint=meta["fingerprint"])
+        if args.resume:
+            step = checkpointer.latest_step()
+            print("plax: resuming " + (f"after log interval {step}" if step is not None
+                                       else "from the start (no checkpoint was written)"))
+    if not args.resume:
+        results.save_config(out, meta)  # first, so that --resume finds the config
     try:
-        table, per_run, wall = experiment.run(exp)
+        table, per_run, wall = experiment.run(exp, checkpointer=checkpointer,
+                                              checkpoint_seconds=60 * args.checkpoint_minutes)
     except experiment.PartialRun as partial:
         results.save(out, partial.table, {**meta, "partial": True})
         print(f"plax: interrupted after {partial.tasks_done} of {cfg.num_tasks} tasks; results "
@@ -268,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return commands[args.command](args)
-    except (ConfigError, ValueError, FileNotFoundError, ImportError) as err:
+    except (ConfigError, ValueError, FileNotFoundError, ImportError, CheckpointError) as err:
         print(f"plax: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -147,10 +147,46 @@ def run(exp: Experiment, *, progress: bool = True, checkpointer=None,
     return table, results.summarize_runs(table), wall
 
 
+def fingerprint(cfg: Config) -> str:
+    """A hash of everything that determines a run's numbers (checkpoint compatibility)."""
+    import hashlib
+    import json
+    return hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str)
+                          .encode()).hexdigest()
+
+
+def _git_commit() -> str:
+    """The commit of the code that made a result (``-dirty`` with uncommitted changes)."""
+    import subprocess
+    root = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                                text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
 def resolved_config(cfg: Config, preset: str) -> dict:
+    """Config plus provenance: package versions, Python, the git commit, the fingerprint."""
+    import platform
     from importlib.metadata import version
+    packages = ("plax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "pandas", "numpy")
     return {"preset": preset, **cfg.to_dict(),
-            "versions": {p: version(p) for p in ("jax", "flax", "optax", "pandas")}}
+            "fingerprint": fingerprint(cfg),
+            "versions": {"python": platform.python_version(),
+                         **{p: version(p) for p in packages}},
+            "git_commit": _git_commit(),
+            "devices": [str(d) for d in jax.devices()]}
+
+
+def config_from_saved(saved: dict) -> tuple[Config, str]:
+    """The :class:`Config` and preset of a saved ``config.json`` (for ``--resume``)."""
+    fields = {f: saved[f] for f in Config.__dataclass_fields__ if f in saved}
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    return validate(Config(**fields)), saved.get("preset", "quickstart")
 
 
 def default_run_dir(preset: str) -> Path:

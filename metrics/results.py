@@ -189,13 +189,19 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
-def save(run_dir: str | os.PathLike, df: pd.DataFrame, config: Mapping[str, Any],
-         summary: pd.DataFrame | None = None) -> None:
-    """Writes ``results.csv``, ``results.parquet``, ``config.json`` (and ``summary.csv``)."""
+def save_config(run_dir: str | os.PathLike, config: Mapping[str, Any]) -> None:
+    """Writes ``config.json`` atomically (creating the run directory)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _atomic_write(run_dir / "config.json",
                   lambda p: Path(p).write_text(json.dumps(config, indent=2, default=str)))
+
+
+def save(run_dir: str | os.PathLike, df: pd.DataFrame, config: Mapping[str, Any],
+         summary: pd.DataFrame | None = None) -> None:
+    """Writes ``results.csv``, ``results.parquet``, ``config.json`` (and ``summary.csv``)."""
+    run_dir = Path(run_dir)
+    save_config(run_dir, config)
     _atomic_write(run_dir / "results.csv", lambda p: df.to_csv(p, index=False))
     _atomic_write(run_dir / "results.parquet", lambda p: df.to_parquet(p, index=False))
     if summary is not None:

@@ -1,0 +1,45 @@
+"""Sharding the run axis over devices gives the same numbers as one device (CPU host devices in
+a subprocess, since XLA_FLAGS must be set before jax is imported)."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+SCRIPT = textwrap.dedent("""
+    import json, sys
+    import jax, numpy as np
+    from continual.runner import execute, run_keys, run_mesh
+    from experiments.config import Config
+    from experiments.experiment import build
+
+    exp = build(Config(dataset="synthetic", family="permuted", num_tasks=2, hidden=(16,),
+                       steps_per_task=20, log_every=10, batch_size=16, seeds=3,
+                       eval_examples=32, probe_examples=16, metrics="dormant"))
+    out = {"devices": len(jax.devices())}
+    for mode in ("sweep", "chunked"):
+        logs = {}
+        for name, devices in (("one", jax.devices()[:1]), ("all", jax.devices())):
+            logs[name] = execute(exp.train, run_keys([0, 1, 2]), exp.hparams, exp.tasks.data,
+                                 exp.tasks.params, num_tasks=2, intervals_per_task=2, mode=mode,
+                                 mesh=run_mesh(devices))
+        a, b = (jax.tree.leaves(logs[k]) for k in ("one", "all"))
+        out[mode] = {"shapes_equal": [x.shape for x in a] == [y.shape for y in b],
+                     "max_diff": max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)),
+                     "runs": int(a[0].shape[0])}
+    print(json.dumps(out))
+""")
+
+
+def test_sharded_runs_match_unsharded_with_a_run_count_that_does_not_divide_devices():
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
+               JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["devices"] == 4
+    for mode in ("sweep", "chunked"):
+        assert out[mode]["runs"] == 3  # the padding run is dropped
+        assert out[mode]["shapes_equal"]
+        assert out[mode]["max_diff"] < 1e-5, out

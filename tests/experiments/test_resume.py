@@ -1,0 +1,62 @@
+"""Checkpoint and resume: a run killed with SIGKILL and resumed ends with the same table."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from experiments.cli import main
+
+ARGS = ["run", "quickstart", "--num-tasks", "4", "--seeds", "2", "--steps-per-task", "100",
+        "--log-every", "50", "--hidden", "16", "--eval-examples", "64", "--probe-examples", "32",
+        "--metrics", "dormant", "--no-plots"]
+
+
+def _table(run_dir):
+    return pd.read_parquet(run_dir / "results.parquet")
+
+
+def test_sigkilled_run_resumes_to_a_bit_identical_table(tmp_path):
+    reference = tmp_path / "reference"
+    assert main([*ARGS, "--out", str(reference)]) == 0
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "experiments", *ARGS, "--out", str(killed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = killed / "checkpoints"
+    deadline = time.monotonic() + 240
+    # Kill as soon as a first checkpoint exists: somewhere in the middle of the sequence.
+    while not (checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "results.parquet").exists()
+
+    assert main(["run", "--resume", str(killed), "--no-plots"]) == 0
+    pd.testing.assert_frame_equal(_table(killed), _table(reference), check_exact=True)
+
+
+def test_resume_refuses_a_checkpoint_of_another_config(tmp_path, capsys):
+    run_dir = tmp_path / "r"
+    assert main([*ARGS, "--out", str(run_dir)]) == 0
+    config = run_dir / "config.json"
+    config.write_text(config.read_text().replace('"steps_per_task": 100', '"steps_per_task": 50'))
+    assert main(["run", "--resume", str(run_dir), "--no-plots"]) == 2
+    err = capsys.readouterr().err
+    assert "different configuration" in err and "checkpoints" in err
+
+
+def test_resume_without_a_run_directory_is_a_clear_error(tmp_path, capsys):
+    assert main(["run", "--resume", str(tmp_path / "nothing")]) == 2
+    assert "config.json" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("extra", [["--keep-checkpoints", "-1"], ["--checkpoint-minutes", "-2"]])
+def test_negative_checkpoint_settings_are_rejected(tmp_path, capsys, extra):
+    assert main([*ARGS, *extra, "--out", str(tmp_path / "r")]) == 2
+    assert "must be >= 0" in capsys.readouterr().err
