@@ -8,6 +8,7 @@ fix shapes or code, and changing them recompiles.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from continual.classifier import SETTINGS
 from continual.interventions import RESETS
 from continual.optimizers import OPTIMIZERS
 from continual.runner import MODES
+from metrics.hooks import parse_metrics
 from plasticity.activations import ACTIVATIONS
 from plasticity.networks import NETWORKS
 from plasticity.regularizers import ALIASES, REGULARIZERS
@@ -114,6 +116,15 @@ def validate(cfg: Config) -> Config:
         if choices and getattr(cfg, name) not in choices:
             raise ConfigError(f"{name}: unknown value {getattr(cfg, name)!r}; valid: "
                               f"{', '.join(map(str, choices))}")
+    for name, f in FIELDS.items():
+        value = getattr(cfg, name)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ConfigError(f"{name} must be finite, got {value}")
+    try:
+        parse_metrics(cfg.metrics, tau=cfg.dormant_tau)
+    except ValueError as err:
+        raise ConfigError(f"metrics: {err}") from None
     for name in _POSITIVE:
         if getattr(cfg, name) < 1:
             raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}")
