@@ -40,13 +40,28 @@ def _pad_runs(tree: Any, multiple: int) -> tuple[Any, int]:
     return tree, runs
 
 
+def _put(tree: Any, sharding: NamedSharding) -> Any:
+    """``device_put`` that also works when the mesh spans several processes: every process
+    holds the same full host value and contributes the shards of its own devices."""
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+
+    def put(leaf):
+        is_key = jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+        host = np.asarray(jax.random.key_data(leaf) if is_key else leaf)
+        out = jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+        return jax.random.wrap_key_data(out, impl=jax.random.key_impl(leaf)) if is_key else out
+
+    return jax.tree.map(put, tree)
+
+
 def shard_inputs(mesh: Mesh, keys, hparams, data, task_params):
     """Puts the run axis on the mesh and replicates the shared inputs."""
     (keys, hparams), runs = _pad_runs((keys, hparams), mesh.size)
     by_run = NamedSharding(mesh, PartitionSpec("runs"))
     replicated = NamedSharding(mesh, PartitionSpec())
-    keys, hparams = jax.device_put((keys, hparams), by_run)
-    data, task_params = jax.device_put((data, task_params), replicated)
+    keys, hparams = _put((keys, hparams), by_run)
+    data, task_params = _put((data, task_params), replicated)
     return keys, hparams, data, task_params, runs
 
 
@@ -98,7 +113,7 @@ def execute(train: Train, keys: jax.Array, hparams: Any, data: Any, task_params:
     position = 0
     if checkpointer is not None and checkpointer.latest_step() is not None:
         position, carry, (logs0, received) = checkpointer.restore(None, carry)
-        carry = jax.device_put(carry, NamedSharding(mesh, PartitionSpec("runs")))
+        carry = _put(carry, NamedSharding(mesh, PartitionSpec("runs")))
     else:
         logs0 = to_host(logs0, runs)
     if on_init is not None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+
+import jax
 import textwrap
 from pathlib import Path
 
@@ -169,31 +171,38 @@ def _cmd_run(args) -> int:
     from experiments import experiment, report
     from metrics import results
 
+    from experiments.distributed import is_writer
+
     cfg, preset, out = resolve_run(args)
+    writer = is_writer()
     print(f"plax: {preset}: {cfg.family} {cfg.dataset}, {cfg.num_tasks} tasks × "
           f"{cfg.steps_per_task} steps, runs = {cfg.seeds} seeds × "
           f"{len(experiment.run_table(cfg)) // cfg.seeds} settings → {out}", flush=True)
     exp = experiment.build(cfg)
     meta = experiment.resolved_config(cfg, preset)
     checkpointer = None
-    if cfg.mode == "chunked" and args.keep_checkpoints > 0:
+    # Checkpoints hold each process's device state; across processes they are not supported yet.
+    if cfg.mode == "chunked" and args.keep_checkpoints > 0 and jax.process_count() == 1:
         checkpointer = Checkpointer(out / "checkpoints", keep=args.keep_checkpoints,
                                     fingerprint=meta["fingerprint"])
         if args.resume:
             step = checkpointer.latest_step()
             print("plax: resuming " + (f"after log interval {step}" if step is not None
                                        else "from the start (no checkpoint was written)"))
-    if not args.resume:
+    if not args.resume and writer:
         results.save_config(out, meta)  # first, so that --resume finds the config
     try:
         table, per_run, wall = experiment.run(exp, checkpointer=checkpointer,
                                               checkpoint_seconds=60 * args.checkpoint_minutes)
     except experiment.PartialRun as partial:
-        results.save(out, partial.table, {**meta, "partial": True})
+        if writer:
+            results.save(out, partial.table, {**meta, "partial": True})
         print(f"plax: interrupted after {partial.tasks_done} of {cfg.num_tasks} tasks; results "
               f"so far saved in {out}", file=sys.stderr)
         raise partial.cause
     meta["wall_seconds"] = round(wall, 3)
+    if not writer:
+        return 0
     _, agg = report.summary(table)
     results.save(out, table, meta, per_run)
     _print_summary(table, agg, per_run)
@@ -299,6 +308,9 @@ def _cmd_data(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    from experiments.distributed import initialize_from_env
+
+    initialize_from_env()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         valid = ", ".join(_option(n) for n in FIELDS)
