@@ -53,6 +53,7 @@ class Config:
     network: str = _f("mlp", "network architecture", NETWORKS)
     hidden: tuple = _f((256, 256), "hidden widths of the MLP (or the CNN's dense head)")
     channels: tuple = _f((32, 64), "CNN channels per conv layer")
+    blocks: int = _f(2, "residual blocks of the resmlp network (width hidden[0], 4 layers each)")
     activation: str = _f("relu", "hidden activation", tuple(ACTIVATIONS))
     layer_norm: bool = _f(False, "layer norm before every hidden activation")
     optimizer: str = _f("adam", "optimizer", OPTIMIZERS)
@@ -105,7 +106,7 @@ class Config:
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
-_POSITIVE = ("num_tasks", "classes_per_task", "random_label_examples", "batch_size", "steps_per_task", "log_every",
+_POSITIVE = ("blocks", "num_tasks", "classes_per_task", "random_label_examples", "batch_size", "steps_per_task", "log_every",
              "eval_examples", "probe_examples", "seeds")
 
 

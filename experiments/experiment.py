@@ -71,7 +71,7 @@ def build(cfg: Config) -> Experiment:
                         task_seed=cfg.task_seed,
                         random_label_examples=cfg.random_label_examples)
     network = make_network(cfg.network, tasks.input_shape, tasks.num_classes, hidden=cfg.hidden,
-                           channels=cfg.channels, activation=cfg.activation,
+                           channels=cfg.channels, blocks=cfg.blocks, activation=cfg.activation,
                            layer_norm=cfg.layer_norm)
     diagnostics = hooks.parse_metrics(cfg.metrics, tau=cfg.dormant_tau)
     learner = make_classifier(
