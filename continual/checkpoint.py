@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
@@ -241,6 +242,9 @@ class Checkpointer:
             if _is_key(leaf):
                 spec["key_impl"] = str(jax.random.key_impl(leaf))
                 leaf = jax.random.key_data(leaf)
+            if leaf.size == 0:  # orbax cannot save zero-size arrays; the spec rebuilds it
+                spec["empty"] = True
+                continue
             if getattr(leaf, "is_fully_addressable", True):
                 # One transfer serves both the checksum and orbax (which accepts numpy).
                 leaf = np.asarray(jax.device_get(leaf))
@@ -312,6 +316,8 @@ class Checkpointer:
 
             targets = {}
             for i, (spec, leaf) in enumerate(zip(specs, abstract_leaves)):
+                if saved[i].get("empty"):
+                    continue
                 sds = jax.ShapeDtypeStruct(leaf.shape, leaf.dtype)
                 if _is_key(leaf):
                     sds = jax.eval_shape(jax.random.key_data, sds)
@@ -331,6 +337,8 @@ class Checkpointer:
                     raise ValueError("host logs checksum mismatch")
                 host_logs = _unpack_host_logs(npz, tree)
                 for i, spec in enumerate(saved):
+                    if spec.get("empty"):
+                        continue
                     x = flat[f"leaf_{i:05d}"]
                     if "crc32" in spec and getattr(x, "is_fully_addressable", True) \
                             and _crc(np.asarray(jax.device_get(x))) != spec["crc32"]:
@@ -340,6 +348,9 @@ class Checkpointer:
 
         leaves = []
         for i, (spec, want, leaf) in enumerate(zip(saved, specs, abstract_leaves)):
+            if spec.get("empty"):
+                leaves.append(jnp.zeros(leaf.shape, leaf.dtype))
+                continue
             x = flat[f"leaf_{i:05d}"]
             if "key_impl" in spec:
                 x = jax.random.wrap_key_data(x, impl=spec["key_impl"])

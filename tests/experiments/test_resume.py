@@ -12,7 +12,7 @@ from experiments.cli import main
 
 ARGS = ["run", "quickstart", "--num-tasks", "4", "--seeds", "2", "--steps-per-task", "100",
         "--log-every", "50", "--hidden", "16", "--eval-examples", "64", "--probe-examples", "32",
-        "--metrics", "dormant", "--no-plots"]
+        "--metrics", "dormant", "--replay-capacity", "100", "--no-plots"]
 
 
 def _table(run_dir):
