@@ -1,0 +1,7 @@
+"""What we train on: task sequences as data (supervised streams, Brax environment families)."""
+from tasks.base import Batch, TaskSequence, task_slice
+from tasks.datasets import DATASETS, Dataset, load_dataset, make_dataset
+from tasks.supervised import FAMILIES, StreamParams, make_stream
+
+__all__ = ["Batch", "TaskSequence", "task_slice", "DATASETS", "Dataset", "load_dataset",
+           "make_dataset", "FAMILIES", "StreamParams", "make_stream"]
