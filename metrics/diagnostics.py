@@ -112,6 +112,25 @@ def active_entry_frac(h: jax.Array, activation: str) -> jax.Array:
 # ---------------------------------------------------------------------------------------------
 
 
+@jax.custom_batching.custom_vmap
+def _eigvalsh(g: jax.Array) -> jax.Array:
+    """``jnp.linalg.eigvalsh`` whose batching rule loops over the batch (``lax.map``).
+
+    Why: on CPU (jax 0.10.2) a *batched* eigvalsh — what vmapping over runs produces — is split by
+    jaxlib's LAPACK kernel into tasks on XLA's intra-op pool while the calling pool thread waits;
+    with as many independent such calls in flight as the pool has threads (2 on a 2-core machine:
+    one per probed layer), every worker waits and the program deadlocks (found by
+    ``bench/diagnostics_overhead.py``). One matrix per call runs inline. The matrices are small
+    (≤ 256×256) and computed once per log interval, so the loop costs nothing that matters.
+    """
+    return jnp.linalg.eigvalsh(g)
+
+
+@_eigvalsh.def_vmap
+def _eigvalsh_vmap(axis_size, in_batched, g):
+    return jax.lax.map(_eigvalsh, g), True
+
+
 def _gram_singular_values(a: jax.Array) -> jax.Array:
     """Singular values of a 2-D ``a``, descending, length min(m, n), from the smaller Gram matrix.
 
@@ -125,7 +144,7 @@ def _gram_singular_values(a: jax.Array) -> jax.Array:
     gram = (
         jnp.matmul(a.T, a, precision=_HIGHEST) if m >= n else jnp.matmul(a, a.T, precision=_HIGHEST)
     )
-    lam = jnp.linalg.eigvalsh(gram)[::-1]
+    lam = _eigvalsh(gram)[::-1]
     return jnp.sqrt(jnp.maximum(lam, 0.0))
 
 
