@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 
 import jax
@@ -169,9 +170,8 @@ def resolve_run(args) -> tuple:
 def _cmd_run(args) -> int:
     from continual.checkpoint import Checkpointer
     from experiments import experiment, report
-    from metrics import results
-
     from experiments.distributed import is_writer
+    from metrics import results
 
     cfg, preset, out = resolve_run(args)
     writer = is_writer()
@@ -182,6 +182,8 @@ def _cmd_run(args) -> int:
     meta = experiment.resolved_config(cfg, preset)
     checkpointer = None
     # Checkpoints hold each process's device state; across processes they are not supported yet.
+    if not args.resume and writer and (out / "checkpoints").exists():
+        shutil.rmtree(out / "checkpoints")  # --force: a fresh run never resumes stale state
     if cfg.mode == "chunked" and args.keep_checkpoints > 0 and jax.process_count() == 1:
         checkpointer = Checkpointer(out / "checkpoints", keep=args.keep_checkpoints,
                                     fingerprint=meta["fingerprint"])
