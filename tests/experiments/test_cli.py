@@ -105,3 +105,15 @@ def test_python_dash_m_experiments_help_explains_options():
     assert proc.returncode == 0
     for word in ("--learning-rate", "vmapped", "--metrics", "presets:", "reshuffled"):
         assert word in proc.stdout
+
+
+def test_force_starts_afresh_instead_of_resuming_stale_checkpoints(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["run", *SMALL, "--no-plots", "--out", str(out)]) == 0
+    assert (out / "checkpoints").exists()
+    # Another configuration into the same directory: the old checkpoints must not be used.
+    code, _, err = run_cli(capsys, "run", *SMALL, "--steps-per-task", "30", "--no-plots",
+                           "--out", str(out), "--force")
+    assert code == 0, err
+    table = pd.read_parquet(out / "results.parquet")
+    assert table["step"].max() == 60
