@@ -17,7 +17,7 @@ d. a plain PyTorch loop of the same MLP (Adam, cross-entropy, same batch size, s
    Needs ``.venv/bin/pip install torch==2.13.0`` (``pip install -e .[bench]``); skipped without it.
 
 e. where one matrix-bound training step's time goes: the bare forward/backward matmuls, the
-   learner update on a fixed batch, + sampling, + the loop's divergence guard (jitted scans).
+   learner update on a fixed batch, + sampling (= the loop's step; jitted scans).
 
 Two sizes: *matrix-bound* — the ``permuted-mnist`` preset's shape (MLP 784-256-256-10, batch 128,
 10 tasks × 500 steps, log every 100, 1000 evaluation examples per task) on random uint8 28×28 data
@@ -292,7 +292,7 @@ class TorchLoop:
 def step_breakdown(p: C.Pieces, steps: int, repeats: int) -> list[dict]:
     """Per-step cost of cumulative pieces of the loop's step, each a jitted scan of ``steps``
     steps over one run: the bare matmuls of forward + backward (same shapes), the learner update
-    on a fixed batch, + sampling the batch, + the divergence guard (= the loop's step)."""
+    on a fixed batch, + sampling the batch (= the loop's step)."""
     learner, tasks, spec = p.learner, p.tasks, p.spec
     hp = jax.tree.map(lambda a: a[0], p.hparams)
     key = jax.random.key(0)
