@@ -137,13 +137,14 @@ def run(exp: Experiment, *, progress: bool = True, checkpointer=None,
             raise
         logs = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *received["intervals"][:done * intervals])
         logs = jax.tree.map(lambda a: a.reshape(a.shape[0], done, intervals, *a.shape[2:]), logs)
-        table = results.to_frame(received["logs0"], logs, exp.runs, cfg.log_every)
+        table = results.mark_diverged(
+            results.to_frame(received["logs0"], logs, exp.runs, cfg.log_every))
         raise PartialRun(table, done, err) from err
     finally:
         if bar is not None:
             bar.close()
     wall = time.perf_counter() - start
-    table = results.to_frame(logs0, logs, exp.runs, cfg.log_every)
+    table = results.mark_diverged(results.to_frame(logs0, logs, exp.runs, cfg.log_every))
     return table, results.summarize_runs(table), wall
 
 

@@ -134,6 +134,14 @@ def divergence(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def mark_diverged(df: pd.DataFrame) -> pd.DataFrame:
+    """Adds a last column ``diverged``: True on every row of a run that diverged (after
+    ``value``, so it is not a configuration column)."""
+    df = df.copy()
+    df["diverged"] = df["run"].map(divergence(df)["diverged"]).astype(bool)
+    return df
+
+
 def summarize_runs(df: pd.DataFrame) -> pd.DataFrame:
     """One row per run: continual metrics from R, online accuracy and divergence."""
     R, runs = r_matrix(df)

@@ -19,6 +19,9 @@ def test_diverging_run_is_frozen_flagged_and_excluded_while_others_continue():
     # Frozen at its last finite state: its evaluations stay finite.
     evals = table[(table["run"] == 1) & (table["metric"] == "eval_acc")]["value"]
     assert np.isfinite(evals).all()
+    # The results table marks every row of the diverged run.
+    assert table.groupby("run")["diverged"].all().tolist() == [False, True]
+    assert table.groupby("run")["diverged"].any().tolist() == [False, True]
 
     alone, per_alone, _ = run(build(Config(**SMALL, learning_rate=(1e-2,))), progress=False)
     ours = table[table["run"] == 0].reset_index(drop=True)
