@@ -161,6 +161,14 @@ def not_anchor(path: tuple) -> bool:
     return getattr(last, "name", getattr(last, "key", None)) != "anchor"
 
 
+def _zero_outgoing(new: dict, masks: dict, nxt: str, rows: jax.Array) -> None:
+    """Zeroes the rows of layer ``nxt``'s kernel fed by recycled units (in place in ``new``) and
+    marks them touched in ``masks`` (so their optimizer moments are reset)."""
+    new[nxt]["kernel"] = jnp.where(rows, 0, new[nxt]["kernel"])
+    kmask = jnp.broadcast_to(rows, new[nxt]["kernel"].shape)
+    masks[nxt]["kernel"] = kmask | masks[nxt].get("kernel", False)
+
+
 def reset_optimizer_entries(opt_state: Any, params: Any, mask_tree: Any, *,
                             opt_filter: OptFilter | None = not_anchor) -> Any:
     """Zeroes per-parameter optimizer moments where ``mask_tree`` is True.
@@ -334,10 +342,7 @@ def redo(params: Any, opt_state: Any, features: dict[str, jax.Array], fresh_para
         masks[name]["kernel"] = jnp.broadcast_to(u, new[name]["kernel"].shape)
         masks[name]["bias"] = u
     for name, nxt in zip(hidden, layer_order[1:]):       # 3. outgoing (after: zero wins)
-        rows = _row_mask(feats[name], new[nxt]["kernel"], name, nxt)
-        new[nxt]["kernel"] = jnp.where(rows, 0, new[nxt]["kernel"])
-        kmask = jnp.broadcast_to(rows, new[nxt]["kernel"].shape)
-        masks[nxt]["kernel"] = kmask | masks[nxt].get("kernel", False)
+        _zero_outgoing(new, masks, nxt, _row_mask(feats[name], new[nxt]["kernel"], name, nxt))
 
     params = _replace_leaves(params, new)
     opt_state = reset_optimizer_entries(opt_state, params, _mask_tree(params, masks),
@@ -492,10 +497,7 @@ def cbp_step(params: Any, opt_state: Any, cbp_state: CBPState, features: dict[st
         masks[name]["kernel"] = jnp.broadcast_to(r, new[name]["kernel"].shape)
         masks[name]["bias"] = r
     for name, nxt in zip(hidden, layer_order[1:]):       # outgoing (after: zero wins)
-        rows = repl[name][0][:, None]
-        new[nxt]["kernel"] = jnp.where(rows, 0, new[nxt]["kernel"])
-        kmask = jnp.broadcast_to(rows, new[nxt]["kernel"].shape)
-        masks[nxt]["kernel"] = kmask | masks[nxt].get("kernel", False)
+        _zero_outgoing(new, masks, nxt, repl[name][0][:, None])
 
     params = _replace_leaves(params, new)
     opt_state = reset_optimizer_entries(opt_state, params, _mask_tree(params, masks),
