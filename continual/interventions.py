@@ -43,6 +43,31 @@ class InterventionSpec:
         return self.kind == "cbp" or (self.kind != "none" and self.every > 0)
 
 
+def reset_network(spec: InterventionSpec, state: TrainState, fresh: TrainState,
+                  features: Callable[[], dict], hparams: HParams,
+                  layer_order: list[str]) -> TrainState:
+    """One network's reset of kind ``spec.kind`` (not ``cbp``, not ``none``): ``fresh`` is a
+    freshly initialised state of the same network; ``features()`` its current per-layer features
+    on the probe batch (called only by ReDo). Shared by the classifier and the RL agents."""
+    if spec.kind == "full":
+        # Everything afresh (optimizer moments and anchors too); θ₀ for diagnostics stays.
+        return fresh._replace(init_params=state.init_params, step=state.step,
+                              extras=state.extras)
+    if spec.kind in ("head", "last_k"):
+        touched = resets.last_layers(layer_order, 1 if spec.kind == "head" else spec.last_k)
+        params, opt_state = resets.reset_layers(state.params, state.opt_state, fresh.params,
+                                                touched)
+        return state._replace(params=params, opt_state=opt_state)
+    if spec.kind == "shrink_perturb":
+        return state._replace(params=resets.shrink_perturb(
+            state.params, fresh.params, hparams.sp_shrink, hparams.sp_perturb))
+    if spec.kind == "redo":
+        params, opt_state, _ = resets.redo(state.params, state.opt_state, features(),
+                                           fresh.params, layer_order, hparams.redo_tau)
+        return state._replace(params=params, opt_state=opt_state)
+    raise ValueError(f"reset_network does not apply {spec.kind!r}")
+
+
 def make_intervention(spec: InterventionSpec, learner: Learner,
                       layer_order: list[str]) -> Intervention | None:
     """The intervention of ``spec`` for a learner whose layers, input to output, are
@@ -50,28 +75,16 @@ def make_intervention(spec: InterventionSpec, learner: Learner,
     if spec.kind == "none":
         return None
     if spec.kind in ("last_k", "head"):
-        k = 1 if spec.kind == "head" else spec.last_k
-        touched = resets.last_layers(layer_order, k)
+        resets.last_layers(layer_order, 1 if spec.kind == "head" else spec.last_k)  # validate
 
     def apply(state: TrainState, batch: Batch, hparams: HParams, key: jax.Array) -> TrainState:
         fresh = learner.init(key, hparams)
-        if spec.kind == "full":
-            # Everything afresh (optimizer moments and anchors too); θ₀ for diagnostics stays.
-            return fresh._replace(init_params=state.init_params, step=state.step,
-                                  extras=state.extras)
-        if spec.kind in ("head", "last_k"):
-            params, opt_state = resets.reset_layers(state.params, state.opt_state, fresh.params,
-                                                    touched)
-            return state._replace(params=params, opt_state=opt_state)
-        if spec.kind == "shrink_perturb":
-            return state._replace(params=resets.shrink_perturb(
-                state.params, fresh.params, hparams.sp_shrink, hparams.sp_perturb))
-        features = learner.features(state.params, batch)
-        if spec.kind == "redo":
-            params, opt_state, _ = resets.redo(state.params, state.opt_state, features,
-                                               fresh.params, layer_order, hparams.redo_tau)
-            return state._replace(params=params, opt_state=opt_state)
+        if spec.kind != "cbp":
+            return reset_network(spec, state, fresh,
+                                 lambda: learner.features(state.params, batch), hparams,
+                                 layer_order)
         # Continual backprop: features of the batch just trained on (one extra forward pass).
+        features = learner.features(state.params, batch)
         params, opt_state, cbp = resets.cbp_step(
             state.params, state.opt_state, state.extras, features, fresh.params, layer_order,
             decay=spec.cbp_decay, maturity=spec.cbp_maturity,

@@ -18,7 +18,9 @@ import textwrap
 from pathlib import Path
 
 from continual.checkpoint import CheckpointError
-from experiments.config import FIELDS, PRESETS, ConfigError, from_preset, parse_value
+from experiments.config import (FIELDS, PRESETS, ConfigError, all_fields, from_preset,
+                                parse_value, preset_names)
+from experiments.rl_config import RL_FIELDS, RL_PRESETS
 
 _EPILOG = """\
 examples:
@@ -26,6 +28,8 @@ examples:
   plax run quickstart --num-tasks 5 --seeds 2 --out runs/demo
   plax run quickstart --learning-rate 1e-3,3e-4 --metrics dormant,srank,weight_sv
   plax run permuted-mnist --data-dir ~/tensorflow_datasets
+  plax run cheetah-quick                     # continual RL: SAC on HalfCheetah (MJX), CPU-sized
+  plax run halfcheetah-dynamics --num-envs 512   # GPU-sized RL preset
   plax report runs/demo
   plax data prepare mnist --data-dir ~/tensorflow_datasets
 """
@@ -42,7 +46,7 @@ def _option(name: str) -> str:
 
 
 def _field_help(name: str) -> str:
-    f = FIELDS[name]
+    f = all_fields()[name]
     text = f.metadata["help"]
     if f.metadata["choices"]:
         text += f" {{{', '.join(map(str, f.metadata['choices']))}}}"
@@ -67,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
             program, then write results.csv/.parquet, summary.csv, config.json and plots to the
             run directory and print a summary with 95% bootstrap intervals over seeds.
             Every config field below overrides the preset's value."""),
-        epilog="presets:\n" + "\n".join(f"  {n:18s}{d}" for n, (d, _) in PRESETS.items()))
+        epilog=_presets_text())
     run.add_argument("preset", nargs="?", default="quickstart",
-                     help=f"one of: {', '.join(PRESETS)} (default quickstart)")
+                     help=f"one of: {', '.join(preset_names())} (default quickstart)")
     run.add_argument("--out", help="run directory (default runs/<preset>-<time>)")
     run.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     run.add_argument("--no-plots", action="store_true", help="skip drawing plots")
@@ -81,10 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "at least every M minutes (default 10; 0 = boundaries only)")
     run.add_argument("--keep-checkpoints", type=int, default=3, metavar="N",
                      help="checkpoints kept (default 3); 0 disables checkpointing")
-    group = run.add_argument_group("config overrides")
-    for name in FIELDS:
-        group.add_argument(_option(name), dest=f"cfg_{name}", metavar="VALUE",
-                           help=_field_help(name))
+    _add_overrides(run)
 
     cmp = sub.add_parser(
         "compare", help="run a grid of settings on one sequence and rank them",
@@ -96,25 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
             intervals over seeds. Diverged runs are reported and excluded from the ranking."""),
         epilog="example:\n  plax compare quickstart --grid activation=relu,crelu "
                "optimizer=adam,sgd --seeds 5")
-    cmp.add_argument("preset", help=f"one of: {', '.join(PRESETS)}")
+    cmp.add_argument("preset", help=f"one of: {', '.join(preset_names())}")
     cmp.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2",
                      help="config fields and the values to try")
     cmp.add_argument("--one-at-a-time", action="store_true",
                      help="ablation instead of a full product: the first value of every key is "
                           "the baseline, and each other value is tried alone")
-    cmp.add_argument("--rank-by", default="acc_avg,plasticity_slope,forgetting_max",
+    cmp.add_argument("--rank-by", default=None,
                      help="comma-separated summary metrics, the first sorts the ranking "
                           "(acc_avg, acc_online, forgetting_max, forgetting_last, bwt, fwt_gem, "
-                          "plasticity_first, plasticity_last, plasticity_slope, dormant_final)")
+                          "plasticity_first, plasticity_last, plasticity_slope, dormant_final; "
+                          "RL: return_avg, return_online instead of acc_*). Default "
+                          "acc_avg,plasticity_slope,forgetting_max (RL: "
+                          "return_avg,plasticity_slope,forgetting_last)")
     cmp.add_argument("--statistic", choices=("mean", "iqm"), default="mean",
                      help="point estimate over seeds: mean, or interquartile mean (RL-style)")
     cmp.add_argument("--out", help="directory (default runs/compare-<preset>-<time>)")
     cmp.add_argument("--force", action="store_true", help="overwrite an existing directory")
     cmp.add_argument("--no-plots", action="store_true", help="skip drawing plots")
-    cgroup = cmp.add_argument_group("config overrides (applied to every setting)")
-    for name in FIELDS:
-        cgroup.add_argument(_option(name), dest=f"cfg_{name}", metavar="VALUE",
-                            help=_field_help(name))
+    _add_overrides(cmp, " (applied to every setting)")
 
     report = sub.add_parser("report", help="print the summary and redraw the plots of a saved run")
     report.add_argument("run_dir", help="a directory written by `plax run`")
@@ -135,9 +136,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _presets_text() -> str:
+    return ("supervised presets:\n" + "\n".join(f"  {n:22s}{d}" for n, (d, _) in PRESETS.items())
+            + "\n\ncontinual RL presets (SAC on Brax/MJX):\n"
+            + "\n".join(f"  {n:22s}{d}" for n, (d, _) in RL_PRESETS.items()))
+
+
+def _add_overrides(parser, suffix: str = "") -> None:
+    """One option per config field: the supervised ones, then those only RL presets have."""
+    groups = (("config overrides" + suffix, FIELDS),
+              ("RL config overrides (RL presets only; shared names above apply to both)"
+               + suffix, {n: f for n, f in RL_FIELDS.items() if n not in FIELDS}))
+    for title, fields in groups:
+        group = parser.add_argument_group(title)
+        for name in fields:
+            group.add_argument(_option(name), dest=f"cfg_{name}", metavar="VALUE",
+                               help=_field_help(name))
+
+
 def _overrides(args) -> dict:
     return {name: parse_value(name, getattr(args, f"cfg_{name}"))
-            for name in FIELDS if getattr(args, f"cfg_{name}") is not None}
+            for name in all_fields() if getattr(args, f"cfg_{name}") is not None}
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -175,8 +194,7 @@ def _cmd_run(args) -> int:
 
     cfg, preset, out = resolve_run(args)
     writer = is_writer()
-    print(f"plax: {preset}: {cfg.family} {cfg.dataset}, {cfg.num_tasks} tasks × "
-          f"{cfg.steps_per_task} steps, runs = {cfg.seeds} seeds × "
+    print(f"plax: {preset}: {cfg.describe()}, runs = {cfg.seeds} seeds × "
           f"{len(experiment.run_table(cfg)) // cfg.seeds} settings → {out}", flush=True)
     exp = experiment.build(cfg)
     meta = experiment.resolved_config(cfg, preset)
@@ -232,7 +250,10 @@ def _cmd_compare(args) -> int:
     from experiments import compare, experiment
 
     grid = compare.parse_grid(args.grid)
-    metrics = [m.strip() for m in args.rank_by.split(",") if m.strip()]
+    rank_by = args.rank_by or ("return_avg,plasticity_slope,forgetting_last"
+                               if args.preset in RL_PRESETS
+                               else "acc_avg,plasticity_slope,forgetting_max")
+    metrics = [m.strip() for m in rank_by.split(",") if m.strip()]
     configs = compare.grid_configs(args.preset, grid, one_at_a_time=args.one_at_a_time,
                                    **_overrides(args))
     out = Path(args.out) if args.out else experiment.default_run_dir(f"compare-{args.preset}")
@@ -285,16 +306,18 @@ def _cmd_report(args) -> int:
 def _cmd_list(_args) -> int:
     from metrics.hooks import metric_names
 
-    print("presets:")
-    for name, (desc, _) in PRESETS.items():
-        print(f"  {name:18s}{desc}")
+    print(_presets_text())
     print("\nchoices:")
-    for name, f in FIELDS.items():
+    listed = [(n, f) for n, f in FIELDS.items()] + [
+        (f"{n} (RL)" if n in FIELDS else n, f) for n, f in RL_FIELDS.items()
+        if n not in FIELDS or f.metadata["choices"] != FIELDS[n].metadata["choices"]]
+    for name, f in listed:
         if f.metadata["choices"]:
-            print(f"  {name:18s}{', '.join(map(str, f.metadata['choices']))}")
+            shown = (repr(c) if c == "" else str(c) for c in f.metadata["choices"])
+            print(f"  {name:18s}{', '.join(shown)}")
     print(f"  {'metrics':18s}{', '.join(metric_names())}")
     print("\nvmapped fields (comma lists, one compiled program): "
-          + ", ".join(n for n, f in FIELDS.items() if f.metadata["vmapped"]))
+          + ", ".join(n for n, f in all_fields().items() if f.metadata["vmapped"]))
     return 0
 
 
@@ -315,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     initialize_from_env()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        valid = ", ".join(_option(n) for n in FIELDS)
+        valid = ", ".join(_option(n) for n in all_fields())
         parser.error(f"unknown option(s) {' '.join(unknown)}; valid config overrides: {valid}")
     commands = {"run": _cmd_run, "compare": _cmd_compare, "report": _cmd_report, "list": _cmd_list, "data": _cmd_data}
     if args.command is None:

@@ -13,14 +13,14 @@ import numpy as np
 import pandas as pd
 
 from experiments import experiment
-from experiments.config import FIELDS, Config, ConfigError, from_preset, parse_value
+from experiments.config import Config, ConfigError, all_fields, from_preset, parse_value
 from metrics import continual, results
 
 # Which direction is better, for ranking.
 HIGHER_IS_BETTER = {"acc_avg": True, "acc_online": True, "plasticity_first": True,
                     "plasticity_last": True, "plasticity_slope": True, "fwt_gem": True,
                     "bwt": True, "forgetting_max": False, "forgetting_last": False,
-                    "bwt_1step": True}
+                    "bwt_1step": True, "return_avg": True, "return_online": True}
 
 
 def parse_grid(items: Sequence[str]) -> dict[str, tuple]:
@@ -33,9 +33,10 @@ def parse_grid(items: Sequence[str]) -> dict[str, tuple]:
         key = key.strip().replace("-", "_")
         if not sep or not values:
             raise ConfigError(f"grid entry {item!r} must look like key=value1,value2")
-        if key not in FIELDS:
-            raise ConfigError(f"unknown grid key {key!r}; valid: {', '.join(FIELDS)}")
-        if FIELDS[key].metadata["vmapped"] or isinstance(FIELDS[key].default, tuple):
+        fields = all_fields()
+        if key not in fields:
+            raise ConfigError(f"unknown grid key {key!r}; valid: {', '.join(fields)}")
+        if fields[key].metadata["vmapped"] or isinstance(fields[key].default, tuple):
             grid[key] = (parse_value(key, values),)
         else:
             grid[key] = tuple(parse_value(key, v) for v in values.split(","))

@@ -103,6 +103,10 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def describe(self) -> str:
+        return (f"{self.family} {self.dataset}, {self.num_tasks} tasks × {self.steps_per_task} "
+                f"steps")
+
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
 
@@ -158,11 +162,18 @@ def validate(cfg: Config) -> Config:
     return cfg
 
 
+def all_fields() -> dict:
+    """Every config field of supervised and RL presets, by name (shared names have one type)."""
+    from experiments.rl_config import RL_FIELDS
+    return {**RL_FIELDS, **FIELDS}
+
+
 def parse_value(name: str, text: str) -> Any:
     """Converts a command-line string to the field's type; errors name the field."""
-    if name not in FIELDS:
-        raise ConfigError(f"unknown config key {name!r}; valid: {', '.join(FIELDS)}")
-    default = FIELDS[name].default
+    fields = all_fields()
+    if name not in fields:
+        raise ConfigError(f"unknown config key {name!r}; valid: {', '.join(fields)}")
+    default = fields[name].default
     try:
         if isinstance(default, bool):
             if text.lower() not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
@@ -214,13 +225,24 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def from_preset(name: str, **overrides: Any) -> Config:
-    """The preset's config with ``overrides`` applied and validated."""
+def preset_names() -> list[str]:
+    """Supervised presets, then RL presets."""
+    from experiments.rl_config import RL_PRESETS
+    return [*PRESETS, *RL_PRESETS]
+
+
+def from_preset(name: str, **overrides: Any):
+    """The preset's config (a :class:`Config`, or an RL preset's
+    :class:`experiments.rl_config.RLConfig`) with ``overrides`` applied and validated."""
+    from experiments.rl_config import RL_PRESETS, rl_from_preset
+    if name in RL_PRESETS:
+        return rl_from_preset(name, **overrides)
     if name not in PRESETS:
-        raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
+        raise ConfigError(f"unknown preset {name!r}; valid: {', '.join(preset_names())}")
     values = dict(PRESETS[name][1])
     unknown = set(overrides) - set(FIELDS)
     if unknown:
-        raise ConfigError(f"unknown config key {sorted(unknown)[0]!r}; valid: {', '.join(FIELDS)}")
+        raise ConfigError(f"{sorted(unknown)[0]!r} is not a setting of supervised presets; "
+                          f"valid: {', '.join(FIELDS)}")
     values.update(overrides)
     return validate(Config(**values))

@@ -63,7 +63,12 @@ def layer_order(network, tasks: TaskSequence) -> list[str]:
     return [*features, "out"]
 
 
-def build(cfg: Config) -> Experiment:
+def build(cfg) -> Experiment:
+    """Everything of one experiment, built once (an RL config builds an RL experiment)."""
+    from experiments.rl_config import RLConfig
+    if isinstance(cfg, RLConfig):
+        from experiments.rl_experiment import build_rl
+        return build_rl(cfg)
     validate(cfg)
     dataset = load_dataset(cfg.dataset, cfg.data_dir or None)
     tasks = make_stream(dataset, cfg.family, cfg.num_tasks, classes_per_task=cfg.classes_per_task,
@@ -120,13 +125,13 @@ def run(exp: Experiment, *, progress: bool = True, checkpointer=None,
         if bar is not None:
             if bar.n == 0 and (t, i) != (0, 0):
                 bar.update(t * intervals + i)
-            bar.set_postfix(task=t, loss=f"{np.asarray(logs['train']['train_loss']).mean():.3f}",
-                            acc_current=f"{np.asarray(logs['eval_acc'])[:, t].mean():.3f}")
+            bar.set_postfix(task=t, **_progress(logs, t))
             bar.update(1)
 
     start = time.perf_counter()
     try:
-        logs0, logs = execute(exp.train, keys, exp.hparams, exp.tasks.data, exp.tasks.params,
+        logs0, logs = execute(exp.train, keys, exp.hparams, getattr(exp.tasks, "data", ()),
+                              exp.tasks.params,
                               num_tasks=cfg.num_tasks, intervals_per_task=intervals,
                               mode=cfg.mode, checkpointer=checkpointer,
                               checkpoint_seconds=checkpoint_seconds,
@@ -148,7 +153,18 @@ def run(exp: Experiment, *, progress: bool = True, checkpointer=None,
     return table, results.summarize_runs(table), wall
 
 
-def fingerprint(cfg: Config) -> str:
+def _progress(logs, t) -> dict[str, str]:
+    """Progress-bar fields of one interval's host logs, averaged over runs."""
+    mean = lambda x: f"{np.nanmean(np.asarray(x)):.3f}"  # noqa: E731
+    if "eval_acc" in logs:
+        return {"loss": mean(logs["train"]["train_loss"]),
+                "acc_current": mean(np.asarray(logs["eval_acc"])[:, t])}
+    episodes = np.asarray(logs["train"]["episode_return"])
+    return {"train_return": mean(episodes) if np.isfinite(episodes).any() else "-",
+            "eval_return_current": mean(np.asarray(logs["eval_return"])[:, t])}
+
+
+def fingerprint(cfg) -> str:
     """A hash of everything that determines a run's numbers (checkpoint compatibility)."""
     import hashlib
     import json
@@ -185,9 +201,11 @@ def resolved_config(cfg: Config, preset: str) -> dict:
 
 def config_from_saved(saved: dict) -> tuple[Config, str]:
     """The :class:`Config` and preset of a saved ``config.json`` (for ``--resume``)."""
-    fields = {f: saved[f] for f in Config.__dataclass_fields__ if f in saved}
+    from experiments.rl_config import RLConfig, validate_rl
+    kind, check = (RLConfig, validate_rl) if "env" in saved else (Config, validate)
+    fields = {f: saved[f] for f in kind.__dataclass_fields__ if f in saved}
     fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-    return validate(Config(**fields)), saved.get("preset", "quickstart")
+    return check(kind(**fields)), saved.get("preset", "quickstart")
 
 
 def default_run_dir(preset: str) -> Path:

@@ -3,7 +3,11 @@
 * ``r_matrix.png`` — mean accuracy matrix R (train task × eval task) per setting;
 * ``accuracy_curves.png`` — accuracy on every task over training, task boundaries marked;
 * ``plasticity.png`` — accuracy on each task at the end of its own training (mean and 95% CI);
-* ``diagnostics.png`` — each diagnostic over training, per layer, mean and spread over seeds.
+* ``diagnostics.png`` — each diagnostic over training, per layer, mean and spread over seeds;
+* ``rl.png`` (RL runs) — training and evaluation returns, critic estimate vs Monte-Carlo return
+  and ``q_bias``, held-out vs training TD error, α, entropy and losses over environment steps.
+
+For RL runs "accuracy" reads "return" throughout: the same plots over the return matrix.
 """
 from __future__ import annotations
 
@@ -19,8 +23,14 @@ import pandas as pd  # noqa: E402
 from metrics import continual, results  # noqa: E402
 
 # Logged every interval but not diagnostics: plotted elsewhere or not at all.
-_NOT_DIAGNOSTICS = {"eval_acc", "train_acc", "nonfinite_steps", "nonfinite_loss",
+_NOT_DIAGNOSTICS = {"eval_acc", "train_acc", "eval_return", "nonfinite_steps", "nonfinite_loss",
                     "nonfinite_params"}
+# RL quantities drawn in rl.png rather than among the per-layer diagnostics.
+RL_PANELS = (("episode_return", "eval_return_current"), ("q_estimate", "mc_return"),
+             ("q_bias", "q_bias_norm"), ("td_error_val", "td_error_train"), ("alpha",),
+             ("entropy",), ("critic_loss",), ("actor_loss",))
+_RL_SCALARS = {m for panel in RL_PANELS for m in panel} | {
+    "q_bias_abs", "q_bias_sq", "td_error_gap", "alpha_loss", "q_mean", "episodes"}
 
 
 def setting_columns(df: pd.DataFrame) -> list[str]:
@@ -45,7 +55,7 @@ def _groups(df: pd.DataFrame):
 def summary(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-run summary and its aggregate over seeds per setting (mean with 95% bootstrap CI)."""
     per_run = results.summarize_runs(df)
-    return per_run, results.aggregate(per_run, setting_columns(df))
+    return per_run, results.aggregate(per_run, setting_columns(df), results.summary_metrics(df))
 
 
 def format_summary(agg: pd.DataFrame) -> str:
@@ -73,11 +83,12 @@ def plot_r_matrix(df: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), squeeze=False)
     for ax, (label, g) in zip(axes[0], groups):
         R, _ = results.r_matrix(g)
-        im = ax.imshow(np.nanmean(R, axis=0), vmin=0, vmax=1, cmap="viridis", aspect="auto")
+        bounds = {} if results.is_rl(df) else {"vmin": 0, "vmax": 1}
+        im = ax.imshow(np.nanmean(R, axis=0), cmap="viridis", aspect="auto", **bounds)
         ax.set_xlabel("evaluated task")
         ax.set_ylabel("after training task (0 = init)")
         ax.set_title(label, fontsize=9)
-        fig.colorbar(im, ax=ax, label="accuracy")
+        fig.colorbar(im, ax=ax, label=_performance_label(df))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -86,7 +97,8 @@ def plot_r_matrix(df: pd.DataFrame, path: Path) -> None:
 def plot_accuracy_curves(df: pd.DataFrame, path: Path) -> None:
     groups = _groups(df)[:6]
     fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.2 * len(groups)), squeeze=False)
-    ev = df[df["metric"] == "eval_acc"]
+    ev = df[df["metric"] == results.performance_metric(df)]
+    rl = results.is_rl(df)
     for ax, (label, g) in zip(axes[:, 0], groups):
         g = ev[ev["run"].isin(g["run"].unique())]
         curves = g.groupby(["eval_task", "step"])["value"].mean().unstack(0)
@@ -94,9 +106,10 @@ def plot_accuracy_curves(df: pd.DataFrame, path: Path) -> None:
         for i, task in enumerate(curves.columns):
             ax.plot(curves.index, curves[task], color=cmap(i), lw=1.2, label=f"task {task}")
         _boundaries(ax, g)
-        ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("gradient step")
-        ax.set_ylabel("accuracy")
+        if not rl:
+            ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("environment step" if rl else "gradient step")
+        ax.set_ylabel(_performance_label(df))
         ax.set_title(label, fontsize=9)
         if curves.shape[1] <= 20:
             ax.legend(fontsize=6, ncol=2, loc="lower left")
@@ -115,7 +128,7 @@ def plot_plasticity(df: pd.DataFrame, path: Path) -> None:
         ax.plot(x, mean, marker="o", ms=3, label=label)
         ax.fill_between(x, lo, hi, alpha=0.2)
     ax.set_xlabel("task")
-    ax.set_ylabel("accuracy after its own training")
+    ax.set_ylabel(f"{_performance_label(df)} after its own training")
     ax.set_title("plasticity curve (mean, 95% CI over seeds)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -123,8 +136,46 @@ def plot_plasticity(df: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
+def _performance_label(df: pd.DataFrame) -> str:
+    return "return" if results.is_rl(df) else "accuracy"
+
+
 def diagnostic_metrics(df: pd.DataFrame) -> list[str]:
-    return sorted(set(df["metric"].unique()) - _NOT_DIAGNOSTICS)
+    return sorted(set(df["metric"].unique()) - _NOT_DIAGNOSTICS - _RL_SCALARS)
+
+
+def plot_rl(df: pd.DataFrame, path: Path) -> None:
+    """RL training signals over environment steps, task boundaries marked: training-episode
+    and current-task evaluation return, critic estimate vs Monte-Carlo return and the bias
+    (``q_bias``), held-out vs training TD error, α, entropy and losses; mean and min–max over
+    seeds per setting."""
+    ev = df[(df["metric"] == "eval_return") & (df["step"] > 0)]
+    current = ev[ev["eval_task"] == ev["task"]].assign(metric="eval_return_current")
+    data = pd.concat([df[df["metric"].isin(_RL_SCALARS)], current], ignore_index=True)
+    data = data[data["step"] > 0]
+    panels = [p for p in RL_PANELS if data["metric"].isin(p).any()]
+    cols = 2
+    rows = (len(panels) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(11, 2.8 * rows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels):
+        for label, g in _groups(data):
+            for metric, ls in zip(panel, ("-", "--")):
+                m = g[g["metric"] == metric]
+                if m.empty:
+                    continue
+                by = m.groupby(["step", "run"])["value"].mean().unstack("run")
+                line, = ax.plot(by.index, by.mean(axis=1), ls=ls, lw=1.2,
+                                label=f"{metric} ({label})" if len(_groups(data)) > 1 else metric)
+                ax.fill_between(by.index, by.min(axis=1), by.max(axis=1), alpha=0.15,
+                                color=line.get_color())
+        _boundaries(ax, df)
+        ax.set_xlabel("environment step")
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def plot_diagnostics(df: pd.DataFrame, path: Path, aggregate_only: bool = False) -> bool:
@@ -190,6 +241,9 @@ def make_plots(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     plot_r_matrix(df, paths[0])
     plot_accuracy_curves(df, paths[1])
     plot_plasticity(df, paths[2])
+    if results.is_rl(df):
+        paths.append(out_dir / "rl.png")
+        plot_rl(df, paths[-1])
     if plot_diagnostics(df, out_dir / "diagnostics.png"):
         paths.append(out_dir / "diagnostics.png")
     return paths

@@ -95,12 +95,23 @@ def run_columns(df: pd.DataFrame) -> list[str]:
     return cols[: cols.index("task")]
 
 
+def performance_metric(df: pd.DataFrame) -> str:
+    """The per-task evaluation metric of a table: ``eval_acc`` (supervised) or ``eval_return``
+    (RL: mean undiscounted return of the deterministic policy)."""
+    return "eval_return" if (df["metric"] == "eval_return").any() else "eval_acc"
+
+
+def is_rl(df: pd.DataFrame) -> bool:
+    return performance_metric(df) == "eval_return"
+
+
 def r_matrix(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-    """The accuracy matrix ``R[run, k, j]`` (row 0 at initialisation) and the run table.
+    """The performance matrix ``R[run, k, j]`` (row 0 at initialisation) and the run table:
+    accuracy, or return for RL (:func:`performance_metric`).
 
     Row ``k ≥ 1`` is the evaluation at the last log point of training task ``k-1``.
     """
-    ev = df[df["metric"] == "eval_acc"]
+    ev = df[df["metric"] == performance_metric(df)]
     ends = ev[ev["step"] > 0].groupby("task")["step"].max().sort_index()
     steps = np.concatenate([[0], ends.to_numpy()])
     row_of_step = pd.Series(np.arange(len(steps)), index=steps)
@@ -151,18 +162,30 @@ def summarize_runs(df: pd.DataFrame) -> pd.DataFrame:
     plasticity = continual.plasticity_curve(R)
     table["plasticity_first"] = plasticity[:, 0]
     table["plasticity_last"] = plasticity[:, -1]
-    # Kumar et al. 2023: mean training-batch accuracy while learning each task.
-    online = df[df["metric"] == "train_acc"].groupby("run")["value"].mean()
-    table["acc_online"] = online.reindex(table.index)
+    # Kumar et al. 2023: mean training-batch accuracy while learning each task (RL: mean
+    # return of the training episodes).
+    online = df[df["metric"] == ("episode_return" if is_rl(df) else "train_acc")]
+    table["acc_online"] = online.groupby("run")["value"].mean().reindex(table.index)
     table = table.join(divergence(df))
     # A diverged run's accuracies are not averaged into anything: blank them.
     metric_cols = [c for c in table.columns if c not in runs.columns and not c.startswith("diverged")]
     table.loc[table["diverged"], metric_cols] = np.nan
+    if is_rl(df):  # the same formulas over returns: say so in the names
+        table = table.rename(columns=RL_NAMES)
     return table
 
 
 SUMMARY_METRICS = ("acc_avg", "forgetting_max", "bwt", "fwt_gem", "acc_online",
                    "plasticity_first", "plasticity_last")
+# RL: the continual metrics of the return matrix (REFERENCE §5; Continual World reports
+# average performance and forgetting = after-task minus final, here forgetting_last).
+RL_NAMES = {"acc_avg": "return_avg", "acc_online": "return_online"}
+RL_SUMMARY_METRICS = ("return_avg", "forgetting_last", "forgetting_max", "fwt_gem",
+                      "return_online", "plasticity_first", "plasticity_last")
+
+
+def summary_metrics(df: pd.DataFrame) -> tuple[str, ...]:
+    return RL_SUMMARY_METRICS if is_rl(df) else SUMMARY_METRICS
 
 
 def aggregate(per_run: pd.DataFrame, by: list[str], metrics=SUMMARY_METRICS,

@@ -1,0 +1,323 @@
+"""Soft Actor-Critic (Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications") as
+pure functions, in the shape of Brax's agents: networks, losses, acting and one training step.
+
+The agent is the RL counterpart of :class:`continual.classifier.Learner`; acting, learning,
+replay and evaluation stay separate so that other agents (contrastive goal-conditioned RL, world
+models) fit the same loop (:mod:`continual.rl_loop`):
+
+* ``init(key, hparams) -> SACState``
+* ``act(state, obs, key) -> (action, log_prob)`` — a reparameterised tanh-Gaussian sample;
+  ``act_mode(state, obs) -> action`` — the deterministic evaluation action ``tanh(mean)``;
+* ``update(state, batch, hparams, key) -> (state, info)`` — temperature, critic, actor, then the
+  Polyak target update (Brax's order);
+* ``critic_loss(state, batch, key) -> scalar`` — the TD loss of the update, without gradients
+  (for ``td_error_val``, REFERENCE §4);
+* ``q_value(state, obs, action) -> [B]`` — the critic-ensemble mean (for ``q_bias``);
+* ``features(state, obs) -> {"actor": {...}, "critic": {...}}`` — per-layer features of the
+  actor and of critic member 0 (for diagnostics and ReDo).
+
+The knobs of the regularized-SAC study (Nauman et al. 2024, "Overestimation, overfitting, and
+plasticity in actor-critic"): ``layer_norm``, ``num_critics`` with a ``min`` or ``mean`` target,
+weight decay (``adamw``), resets (:mod:`continual.interventions`), and every activation and
+regularizer of :mod:`plasticity` (each network's optimizer is chained with the regularizer).
+
+Critic ensemble. The critic is one :class:`TrainState` whose every leaf (parameters, optimizer
+state, θ₀) carries a leading ``[K]`` ensemble axis, built and updated with ``vmap``; members are
+independent networks with their own optimizer state, so per-layer resets and regularizers apply
+to each member unchanged.
+
+Policy. ``a = tanh(u)``, ``u ~ N(μ, σ²)`` with ``log σ = −5 + 3.5 (tanh(raw) + 1) ∈ [−5, 2]``
+(the bounded parameterisation of JaxGCRL, REFERENCE §9); ``log π(a|s)`` includes the tanh
+Jacobian. The temperature α = exp(log α) is learned towards the target entropy ``−|A|``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from continual.classifier import TrainState
+from continual.optimizers import HParams, make_optimizer, make_transform
+from plasticity import regularizers
+from plasticity.networks import Network, layer_params, make_network
+
+TARGET_AGGS = ("min", "mean")
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+class Transition(NamedTuple):
+    """One environment step. ``discount`` is 0 where the episode *terminated* (a time-limit
+    truncation keeps 1 and bootstraps)."""
+
+    obs: jax.Array
+    action: jax.Array
+    reward: jax.Array
+    discount: jax.Array
+    next_obs: jax.Array
+
+
+class SACState(NamedTuple):
+    actor: TrainState
+    critic: TrainState    # every leaf [K, ...]
+    target: Any           # target critic parameters, [K, ...]
+    log_alpha: jax.Array
+    alpha_opt_state: Any
+    step: jax.Array
+
+
+@dataclass(frozen=True)
+class SACSpec:
+    """Static SAC choices (changing one recompiles)."""
+
+    network: str = "mlp"
+    hidden: tuple = (256, 256)
+    blocks: int = 2
+    activation: str = "relu"
+    layer_norm: bool = False
+    optimizer: str = "adam"
+    regularizer: str = "none"
+    num_critics: int = 2
+    target_agg: str = "min"
+    discount: float = 0.99
+    tau: float = 0.005
+    reward_scale: float = 1.0
+    init_alpha: float = 1.0
+
+    def __post_init__(self):
+        if self.target_agg not in TARGET_AGGS:
+            raise ValueError(f"unknown target_agg {self.target_agg!r}; valid: "
+                             f"{', '.join(TARGET_AGGS)}")
+        if self.num_critics < 1:
+            raise ValueError(f"num_critics must be >= 1, got {self.num_critics}")
+        if not 0 <= self.discount <= 1 or not 0 < self.tau <= 1:
+            raise ValueError("discount must be in [0, 1] and tau in (0, 1]")
+        if regularizers.canonical_name(self.regularizer) == "ewc":
+            raise ValueError("regularizer 'ewc' needs a Fisher consolidation step that the SAC "
+                             "agent does not implement yet; choose another regularizer")
+
+
+class Agent(NamedTuple):
+    init: Callable[[jax.Array, HParams], SACState]
+    act: Callable[[SACState, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
+    act_mode: Callable[[SACState, jax.Array], jax.Array]
+    update: Callable[[SACState, Transition, HParams, jax.Array], tuple[SACState, dict]]
+    critic_loss: Callable[[SACState, Transition, jax.Array], jax.Array]
+    q_value: Callable[[SACState, jax.Array, jax.Array], jax.Array]
+    features: Callable[[SACState, jax.Array], dict]
+    networks: dict  # name -> Network ("actor", "critic"), for layer orders and resets
+    discount: float  # γ, static (q_bias's soft return uses the agent's own)  # name -> Network ("actor", "critic"), for layer orders and resets
+
+
+def tanh_gaussian_log_prob(u: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
+    """log π(tanh(u)) for u ~ N(mean, exp(log_std)²), summed over action dimensions.
+
+    log(1 − tanh(u)²) = 2 (log 2 − u − softplus(−2u)) is the stable form of the Jacobian term.
+    """
+    normal = (-0.5 * jnp.square((u - mean) / jnp.exp(log_std)) - log_std
+              - 0.5 * jnp.log(2 * jnp.pi))
+    jacobian = 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))
+    return jnp.sum(normal - jacobian, axis=-1)
+
+
+def _policy_params(raw: jax.Array) -> tuple[jax.Array, jax.Array]:
+    mean, raw_std = jnp.split(raw, 2, axis=-1)
+    log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw_std) + 1.0)
+    return mean, log_std
+
+
+def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
+             optimizer_stats: Callable | None = None) -> Agent:
+    """The SAC agent for one observation and action size (see the module docstring)."""
+    make_optimizer(spec.optimizer, HParams.defaults())  # validate the name now
+    regularizer = regularizers.canonical_name(spec.regularizer)
+    net_kwargs = dict(hidden=spec.hidden, blocks=spec.blocks, activation=spec.activation,
+                      layer_norm=spec.layer_norm)
+    actor_net = make_network(spec.network, (observation_size,), 2 * action_size, **net_kwargs)
+    critic_net = make_network(spec.network, (observation_size + action_size,), 1, **net_kwargs)
+    k = spec.num_critics
+    target_entropy = -float(action_size)
+
+    def tx(hparams, key):
+        return make_transform(spec.optimizer, regularizer, hparams, key)
+
+    def alpha_tx(hparams):
+        return optax.adam(hparams.learning_rate)
+
+    def net_state(net: Network, key, hparams) -> TrainState:
+        init_key, reg_key = jax.random.split(key)
+        params = net.init(init_key)
+        return TrainState(params, tx(hparams, reg_key).init(params), params,
+                          jnp.zeros((), jnp.int32))
+
+    def init(key, hparams: HParams) -> SACState:
+        actor_key, critic_key = jax.random.split(key)
+        actor = net_state(actor_net, actor_key, hparams)
+        critic = jax.vmap(lambda kk: net_state(critic_net, kk, hparams))(
+            jax.random.split(critic_key, k))
+        log_alpha = jnp.log(jnp.asarray(spec.init_alpha, jnp.float32))
+        return SACState(actor, critic, critic.params, log_alpha,
+                        alpha_tx(hparams).init(log_alpha), jnp.zeros((), jnp.int32))
+
+    def policy(actor_params, obs):
+        raw, features = actor_net.apply(actor_params, obs)
+        return _policy_params(raw), features
+
+    def sample(actor_params, obs, key):
+        (mean, log_std), _ = policy(actor_params, obs)
+        u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
+        return jnp.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
+
+    def q_all(critic_params, obs, action):
+        x = jnp.concatenate([obs, action], axis=-1)
+        q = jax.vmap(lambda p: critic_net.apply(p, x)[0])(critic_params)
+        return q[..., 0]  # [K, B]
+
+    def aggregate(q):
+        return jnp.min(q, axis=0) if spec.target_agg == "min" else jnp.mean(q, axis=0)
+
+    def td_loss(critic_params, target_params, actor_params, alpha, batch: Transition, key):
+        next_action, next_logp = sample(actor_params, batch.next_obs, key)
+        next_v = aggregate(q_all(target_params, batch.next_obs, next_action)) - alpha * next_logp
+        target = (spec.reward_scale * batch.reward
+                  + batch.discount * spec.discount * next_v)
+        q = q_all(critic_params, batch.obs, batch.action)
+        return 0.5 * jnp.mean(jnp.square(q - jax.lax.stop_gradient(target)))
+
+    def actor_loss(actor_params, critic_params, alpha, obs, key):
+        action, logp = sample(actor_params, obs, key)
+        q = aggregate(q_all(critic_params, obs, action))
+        return jnp.mean(alpha * logp - q), logp
+
+    def update(state: SACState, batch: Transition, hparams: HParams, key):
+        k_alpha, k_critic, k_actor, k_tx = jax.random.split(key, 4)
+        # Temperature (Haarnoja et al. 2018b, eq. 18): α·E[−log π − H̄].
+        _, logp = sample(state.actor.params, batch.obs, k_alpha)
+
+        def alpha_loss_fn(log_alpha):
+            return jnp.mean(jnp.exp(log_alpha) * jax.lax.stop_gradient(-logp - target_entropy))
+
+        alpha_loss, g_alpha = jax.value_and_grad(alpha_loss_fn)(state.log_alpha)
+        a_updates, alpha_opt = alpha_tx(hparams).update(g_alpha, state.alpha_opt_state)
+        log_alpha = optax.apply_updates(state.log_alpha, a_updates)
+        alpha = jnp.exp(log_alpha)
+
+        critic = state.critic
+        c_loss, c_grads = jax.value_and_grad(td_loss)(critic.params, state.target,
+                                                      state.actor.params, alpha, batch, k_critic)
+        c_keys = jax.random.split(jax.random.fold_in(k_tx, 0), k)
+        c_updates, c_opt = jax.vmap(lambda g, o, p, kk: tx(hparams, kk).update(g, o, p))(
+            c_grads, critic.opt_state, critic.params, c_keys)
+        c_params = optax.apply_updates(critic.params, c_updates)
+
+        actor = state.actor
+        (a_loss, a_logp), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
+            actor.params, c_params, alpha, batch.obs, k_actor)
+        a_updates, a_opt = tx(hparams, jax.random.fold_in(k_tx, 1)).update(
+            a_grads, actor.opt_state, actor.params)
+        a_params = optax.apply_updates(actor.params, a_updates)
+
+        target = jax.tree.map(lambda t, p: (1 - spec.tau) * t + spec.tau * p,
+                              state.target, c_params)
+        info = {"critic_loss": c_loss, "actor_loss": a_loss, "alpha_loss": alpha_loss,
+                "alpha": alpha, "entropy": -jnp.mean(a_logp),
+                "q_mean": jnp.mean(q_all(c_params, batch.obs, batch.action))}
+        if optimizer_stats is not None:  # actor and critic member 0, per layer
+            member0 = lambda tree: jax.tree.map(lambda a: a[0], tree)  # noqa: E731
+            for net, (g, u, p) in {"actor": (a_grads, a_updates, actor.params),
+                                   "critic": (member0(c_grads), member0(c_updates),
+                                              member0(critic.params))}.items():
+                stats = optimizer_stats(layer_params(g), layer_params(u), layer_params(p))
+                for name, per in stats.items():
+                    info.setdefault(name, {}).update(
+                        {f"{net}/{layer}": v for layer, v in per.items()})
+        new_state = SACState(
+            actor._replace(params=a_params, opt_state=a_opt, step=actor.step + 1),
+            critic._replace(params=c_params, opt_state=c_opt, step=critic.step + 1),
+            target, log_alpha, alpha_opt, state.step + 1)
+        return new_state, info
+
+    def critic_loss(state: SACState, batch: Transition, key):
+        return td_loss(state.critic.params, state.target, state.actor.params,
+                       jnp.exp(state.log_alpha), batch, key)
+
+    def act(state: SACState, obs, key):
+        return sample(state.actor.params, obs, key)
+
+    def act_mode(state: SACState, obs):
+        (mean, _), _ = policy(state.actor.params, obs)
+        return jnp.tanh(mean)
+
+    def q_value(state: SACState, obs, action):
+        return jnp.mean(q_all(state.critic.params, obs, action), axis=0)
+
+    def features(state: SACState, obs):
+        (mean, _), actor_features = policy(state.actor.params, obs)
+        member0 = jax.tree.map(lambda a: a[0], state.critic.params)
+        x = jnp.concatenate([obs, jnp.tanh(mean)], axis=-1)
+        return {"actor": actor_features, "critic": critic_net.apply(member0, x)[1]}
+
+    return Agent(init, act, act_mode, update, critic_loss, q_value, features,
+                 {"actor": actor_net, "critic": critic_net}, spec.discount)
+
+
+def layer_orders(agent: Agent, observation_size: int, action_size: int) -> dict[str, list[str]]:
+    """Hidden layers (forward order) then ``out``, per network (shape-only evaluation)."""
+    sizes = {"actor": observation_size, "critic": observation_size + action_size}
+    orders = {}
+    for name, net in agent.networks.items():
+        params = jax.eval_shape(net.init, jax.random.key(0))
+        x = jax.ShapeDtypeStruct((1, sizes[name]), jnp.float32)
+        orders[name] = [*jax.eval_shape(net.apply, params, x)[1], "out"]
+    return orders
+
+
+def make_reset(spec, agent: Agent, orders: dict[str, list[str]]):
+    """The reset intervention ``(state, obs, hparams, key) -> state`` of an
+    :class:`continual.interventions.InterventionSpec` for SAC, or None for ``none``.
+
+    Applied to the actor and to every critic member (``obs``: a probe batch for ReDo's dormancy
+    scores, the critic seeing the actor's mode actions). Target networks follow their critic
+    (REFERENCE §6, "always reset matching target-network parameters"): after ``full``, ``head``
+    and ``last_k`` the reset layers of the target are set to the new online values; after
+    ``redo`` and ``shrink_perturb`` (small, function-preserving or partial changes) the Polyak
+    update carries them over. A ``full`` reset also restarts the temperature. Continual
+    backprop (``cbp``) is not implemented for SAC.
+    """
+    from continual.interventions import reset_network
+    from plasticity import resets
+
+    if spec.kind == "none":
+        return None
+    if spec.kind == "cbp":
+        raise ValueError("reset 'cbp' (continual backprop) is supervised-only for now; valid "
+                         "for SAC: none, full, head, last_k, redo, shrink_perturb")
+    critic_net = agent.networks["critic"]
+    touched = None
+    if spec.kind in ("head", "last_k"):
+        k = 1 if spec.kind == "head" else spec.last_k
+        touched = resets.last_layers(orders["critic"], k)
+        resets.last_layers(orders["actor"], k)
+
+    def apply(state: SACState, obs, hparams: HParams, key) -> SACState:
+        fresh = agent.init(key, hparams)
+        actor = reset_network(spec, state.actor, fresh.actor,
+                              lambda: agent.features(state, obs)["actor"], hparams,
+                              orders["actor"])
+        x = jnp.concatenate([obs, agent.act_mode(state, obs)], axis=-1)
+        critic = jax.vmap(lambda s, f: reset_network(
+            spec, s, f, lambda: critic_net.apply(s.params, x)[1], hparams,
+            orders["critic"]))(state.critic, fresh.critic)
+        new = state._replace(actor=actor, critic=critic)
+        if spec.kind == "full":
+            return new._replace(target=critic.params, log_alpha=fresh.log_alpha,
+                                alpha_opt_state=fresh.alpha_opt_state)
+        if touched is not None:
+            target = jax.vmap(lambda t, c: resets.reset_layers(t, (), c, touched)[0])(
+                state.target, critic.params)
+            return new._replace(target=target)
+        return new
+
+    return apply
