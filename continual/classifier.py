@@ -86,7 +86,10 @@ def make_classifier(network: Network, optimizer: str, *, setting: str = "class",
         params = optax.apply_updates(state.params, updates)
         info = {"train_loss": loss, "train_acc": acc}
         if optimizer_stats is not None:
-            info.update(optimizer_stats(layer_params(grads), layer_params(updates),
+            # Δθ as θ_new − θ, the change actually applied: reading ``updates`` instead makes XLA
+            # write the update tree out on its own rather than fuse it into apply_updates.
+            applied = jax.tree.map(jnp.subtract, params, state.params)
+            info.update(optimizer_stats(layer_params(grads), layer_params(applied),
                                         layer_params(state.params)))
         return state._replace(params=params, opt_state=opt_state, step=state.step + 1), info
 

@@ -32,7 +32,9 @@ After every log interval (all on device):
   validation buffer, never trained on (REFERENCE §4; the held-out fraction is 1/``val_every``);
 * ``train``: interval means of the update's losses, α, policy entropy (−mean log π on the
   replay batch, tanh Jacobian included), mean Q, and the mean return of the training episodes
-  that ended in the interval (``episode_return``, NaN if none) with their count;
+  that ended in the interval (``episode_return``, NaN if none) with their count, and the count
+  of simulator blow-ups (``env_nonfinite``: a non-finite observation or reward ends the episode
+  as a termination with reward 0 and never enters the buffer);
 * ``diagnostics`` on the actor and critic member 0, on a probe batch of ``probe_examples``
   replay observations (the critic sees the actor's mode actions), layers named ``actor/...``,
   ``critic/...``.
@@ -160,7 +162,9 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
                 action = jnp.where(is_stochastic, sampled, agent.act_mode(state, env.obs))
                 q = agent.q_value(state, env.obs, action)
                 nxt = step_many(task, env, action)
-                return (nxt, kk), (q, nxt.reward, nxt.done, logp)
+                blown = ~(jnp.all(jnp.isfinite(nxt.obs), axis=-1) & jnp.isfinite(nxt.reward))
+                return (nxt, kk), (q, jnp.where(blown, 0.0, nxt.reward),
+                                   jnp.where(blown, 1.0, nxt.done), logp)
 
             _, out = jax.lax.scan(body, (reset_envs(task, k_reset, spec.eval_envs), k_roll),
                                   length=spec.eval_length)
@@ -256,9 +260,14 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
         key, k_act, k_add, k_upd = jax.random.split(carry.key, 4)
         action, _ = agent.act(carry.agent, carry.env.obs, k_act)
         nxt = step_many(task, carry.env, action)
-        done = nxt.done > 0
-        transition = Transition(carry.env.obs, action, nxt.reward,
-                                1.0 - done.astype(jnp.float32), nxt.obs)
+        # A simulator blow-up (non-finite observation or reward, possible with MJX's fast
+        # solver settings) ends the episode as a termination with reward 0 and is counted;
+        # it never enters the replay buffer as NaN.
+        blown = ~(jnp.all(jnp.isfinite(nxt.obs), axis=-1) & jnp.isfinite(nxt.reward))
+        reward = jnp.where(blown, 0.0, nxt.reward)
+        done = (nxt.done > 0) | blown
+        transition = Transition(carry.env.obs, action, reward, 1.0 - done.astype(jnp.float32),
+                                jnp.where(blown[:, None], carry.env.obs, nxt.obs))
         extras = {"scores": nxt.reward}
         if spec.eviction == "coverage_max":  # coverage over normalised observations
             obs = carry.env.obs
@@ -273,7 +282,7 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
                                lambda b: buffer.add(b, transition, k_add, **extras), buf)
             val = jax.lax.cond(held_out, lambda v: val_buffer.add(v, transition, k_add),
                                lambda v: v, val)
-        ep_return = carry.ep_return + nxt.reward
+        ep_return = carry.ep_return + reward
         ep_step = carry.ep_step + 1
         finished = done | (ep_step >= spec.episode_length)
         episodes = jnp.sum(finished)
@@ -298,7 +307,8 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
             carry.agent, jax.random.split(k_upd, spec.updates_per_step))
         n_updates = ready.astype(jnp.float32) * spec.updates_per_step
         sums = jax.tree.map(lambda x: jnp.sum(x, axis=0), infos)
-        return carry._replace(agent=state), (sums, n_updates, returns, episodes)
+        return carry._replace(agent=state), (sums, n_updates, returns, episodes,
+                                             jnp.sum(blown))
 
     def run_interval(carry: RLCarry, t, hparams: HParams, data, task_params):
         del data
@@ -309,7 +319,7 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
             return env_step(c, task, hparams, i)
 
         steps = jnp.arange(spec.log_every) + t * spec.steps_per_task
-        carry, (sums, n_updates, returns, episodes) = jax.lax.scan(body, carry, steps)
+        carry, (sums, n_updates, returns, episodes, blown) = jax.lax.scan(body, carry, steps)
         total = jnp.sum(n_updates)
         train = jax.tree.map(lambda x: jnp.sum(x, axis=0) / jnp.maximum(total, 1.0), sums)
         train = jax.tree.map(lambda x: jnp.where(total > 0, x, jnp.nan), train)
@@ -318,6 +328,7 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
                                             jnp.sum(returns) / jnp.maximum(n_episodes, 1),
                                             jnp.nan)
         train["episodes"] = n_episodes.astype(jnp.float32)
+        train["env_nonfinite"] = jnp.sum(blown).astype(jnp.float32)
         # Divergence: checked once per interval, as in continual.loop.
         losses = jnp.stack([sums["critic_loss"].sum(), sums["actor_loss"].sum()])
         loss_bad = ~jnp.all(jnp.isfinite(losses))

@@ -8,6 +8,7 @@ device count is padded with copies of the last run, dropped from the results.
 """
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any, Callable
 
@@ -73,6 +74,19 @@ def to_host(tree: Any, runs: int) -> Any:
     return jax.tree.map(lambda a: np.asarray(a)[:runs], jax.device_get(tree))
 
 
+@functools.lru_cache(maxsize=16)
+def compiled(train: Train, mode: str) -> tuple:
+    """The jitted, run-vmapped functions of ``train`` for ``mode``, cached per ``train`` so that
+    executing it again (a new task sequence of the same shapes, a resumed run) reuses the
+    compilation instead of tracing anew."""
+    vmapped = lambda fn, axes: jax.vmap(fn, in_axes=axes)  # noqa: E731
+    if mode == "sweep":
+        return (jax.jit(vmapped(train.run, (0, 0, None, None))),)
+    return (jax.jit(vmapped(train.init, (0, 0, None, None))),
+            jax.jit(vmapped(train.between_tasks, (0, None, 0, None, None)), donate_argnums=0),
+            jax.jit(vmapped(train.run_interval, (0, None, 0, None, None)), donate_argnums=0))
+
+
 def execute(train: Train, keys: jax.Array, hparams: Any, data: Any, task_params: Any, *,
             num_tasks: int, intervals_per_task: int, mode: str = "chunked",
             mesh: Mesh | None = None, checkpointer: Any = None,
@@ -94,9 +108,8 @@ def execute(train: Train, keys: jax.Array, hparams: Any, data: Any, task_params:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     mesh = run_mesh() if mesh is None else mesh
     keys, hparams, data, task_params, runs = shard_inputs(mesh, keys, hparams, data, task_params)
-    vmapped = lambda fn, axes: jax.vmap(fn, in_axes=axes)  # noqa: E731
     if mode == "sweep":
-        run = jax.jit(vmapped(train.run, (0, 0, None, None)))
+        run, = compiled(train, mode)
         logs0, logs = to_host(run(keys, hparams, data, task_params), runs)
         if on_init is not None:
             on_init(logs0)
@@ -105,9 +118,7 @@ def execute(train: Train, keys: jax.Array, hparams: Any, data: Any, task_params:
                         jax.tree.map(lambda a: a[:, -1, -1], logs))
         return logs0, logs
 
-    init = jax.jit(vmapped(train.init, (0, 0, None, None)))
-    between = jax.jit(vmapped(train.between_tasks, (0, None, 0, None, None)), donate_argnums=0)
-    interval = jax.jit(vmapped(train.run_interval, (0, None, 0, None, None)), donate_argnums=0)
+    init, between, interval = compiled(train, mode)
     carry, logs0 = init(keys, hparams, data, task_params)
     received: list = []
     position = 0

@@ -331,8 +331,22 @@ def _cmd_data(args) -> int:
     return 0
 
 
+def enable_compilation_cache() -> str | None:
+    """XLA's persistent compilation cache, so a second run of the same shapes skips compiling
+    (minutes for the RL presets, whose physics dominates compile time). Directory:
+    ``$PLAX_COMPILATION_CACHE`` (``off`` disables), default ``~/.cache/plax/xla``."""
+    import os
+    path = os.environ.get("PLAX_COMPILATION_CACHE", str(Path.home() / ".cache" / "plax" / "xla"))
+    if path.lower() in ("", "0", "off", "none"):
+        return None
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    enable_compilation_cache()
     from experiments.distributed import initialize_from_env
 
     initialize_from_env()

@@ -42,8 +42,9 @@ class RLConfig:
     actuator: tuple = _f((), "dynamics family: actuator-strength scale per task (empty: 1); "
                          "with all four empty: base, gravity×0.5, friction×0.25, mass×2, "
                          "actuator×0.5")
-    backend: str = _f("", "physics backend (empty: the env's default, mjx for halfcheetah, "
-                      "ant, hopper)", ("",) + BACKENDS)
+    backend: str = _f("", "physics backend (empty: the env's default: generalized for "
+                      "halfcheetah and walker2d, mjx with the fast solver for ant and hopper)",
+                      ("",) + BACKENDS)
     num_envs: int = _f(16, "parallel environments per run")
     episode_length: int = _f(200, "time limit of a training episode (steps)")
     # The agent (SAC).
@@ -198,13 +199,13 @@ def validate_rl(cfg: RLConfig) -> RLConfig:
 
 RL_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "cheetah-quick": (
-        "CPU-sized continual RL: HalfCheetah (MJX) runs forward, then backward; 16 envs, "
-        "2 × 30k env steps, SAC 64-64, 2 seeds (a few minutes on 2 cores, mostly compilation)",
+        "CPU-sized continual RL: HalfCheetah runs forward, then backward; 8 envs, 2 × 24k env "
+        "steps, one update per transition, SAC 64-64, 2 seeds (about 7 minutes on 2 cores)",
         dict(env="halfcheetah", family="objectives", objective="direction",
-             task_values=(1.0, -1.0), num_envs=16, episode_length=200, hidden=(64, 64),
-             env_steps_per_task=30_000, log_every=6_000, batch_size=128, min_replay=1024,
-             replay_capacity=60_000, eval_envs=4, probe_examples=128, seeds=2,
-             learning_rate=(1e-3,)),
+             task_values=(1.0, -1.0), num_envs=8, episode_length=200, hidden=(64, 64),
+             env_steps_per_task=24_000, log_every=4_000, updates_per_step=8, batch_size=128,
+             min_replay=1024, replay_capacity=48_000, eval_envs=4, probe_examples=128,
+             seeds=2),
     ),
     "halfcheetah-dynamics": (
         "GPU-sized: HalfCheetah through 5 physics settings (base, gravity×0.5, friction×0.25, "

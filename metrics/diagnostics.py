@@ -21,6 +21,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 _REDO_EPS = 1e-9  # dopamine's constant in the ReDo score denominator
@@ -112,23 +113,76 @@ def active_entry_frac(h: jax.Array, activation: str) -> jax.Array:
 # ---------------------------------------------------------------------------------------------
 
 
-@jax.custom_batching.custom_vmap
-def _eigvalsh(g: jax.Array) -> jax.Array:
-    """``jnp.linalg.eigvalsh`` whose batching rule loops over the batch (``lax.map``).
+def _lapack_syevd_target(dtype) -> str | None:
+    """jaxlib's LAPACK ``syevd`` FFI target for ``dtype`` (``lapack_ssyevd_ffi`` for float32), or
+    None when this jaxlib does not register one under that name."""
+    try:
+        from jaxlib import lapack
 
-    Why: on CPU (jax 0.10.2) a *batched* eigvalsh — what vmapping over runs produces — is split by
-    jaxlib's LAPACK kernel into tasks on XLA's intra-op pool while the calling pool thread waits;
-    with as many independent such calls in flight as the pool has threads (2 on a 2-core machine:
-    one per probed layer), every worker waits and the program deadlocks (found by
-    ``bench/diagnostics_overhead.py``). One matrix per call runs inline. The matrices are small
-    (≤ 256×256) and computed once per log interval, so the loop costs nothing that matters.
-    """
+        target = lapack.prepare_lapack_call("syevd_ffi", jnp.dtype(dtype))
+        names = {name for name, *_ in lapack.registrations().get("cpu", [])}
+    except Exception:  # a jaxlib whose internals moved: fall back to jnp.linalg.eigvalsh
+        return None
+    return target if target in names else None
+
+
+@jax.custom_batching.custom_vmap
+def _eigvalsh_per_matrix(g: jax.Array) -> jax.Array:
+    """``jnp.linalg.eigvalsh`` whose batching rule loops over the batch (the fallback of
+    :func:`_eigvalsh_cpu`, for the same deadlock reason)."""
     return jnp.linalg.eigvalsh(g)
 
 
-@_eigvalsh.def_vmap
-def _eigvalsh_vmap(axis_size, in_batched, g):
-    return jax.lax.map(_eigvalsh, g), True
+@_eigvalsh_per_matrix.def_vmap
+def _eigvalsh_per_matrix_vmap(axis_size, in_batched, g):
+    return jax.lax.map(_eigvalsh_per_matrix, g), True
+
+
+def _eigvalsh_cpu(g: jax.Array) -> jax.Array:
+    """Eigenvalues only (LAPACK ``?syevd`` with ``jobz='N'``), ascending.
+
+    Why not ``jnp.linalg.eigvalsh``: on CPU (jax 0.10.2) it lowers to ``syevd`` with
+    ``jobz='V'`` and drops the eigenvectors afterwards; the divide-and-conquer eigenvectors and their
+    back-transformation cost more than the tridiagonal reduction the eigenvalues need (256×256
+    float32: 6.1 ms with vectors vs 2.5 ms without, measured on this project's 2-core CPU).
+
+    ``vmap_method="sequential"`` makes a batch (the vmapped runs) a loop of one-matrix calls: a
+    *batched* LAPACK call is split by jaxlib into tasks on XLA's intra-op pool while the calling
+    pool thread waits, and with as many such calls in flight as the pool has threads (2 on a
+    2-core machine, one per probed layer) every worker waited and the program deadlocked (found by
+    ``bench/diagnostics_overhead.py``). One matrix per call runs inline.
+    """
+    target = _lapack_syevd_target(g.dtype)
+    if target is None:
+        return _eigvalsh_per_matrix(g)
+    call = jax.ffi.ffi_call(
+        target,
+        (jax.ShapeDtypeStruct(g.shape, g.dtype),  # the input, overwritten by LAPACK
+         jax.ShapeDtypeStruct(g.shape[:-1], g.dtype),
+         jax.ShapeDtypeStruct(g.shape[:-2], jnp.int32)),
+        input_output_aliases={0: 0},
+        vmap_method="sequential",
+    )
+    _, w, info = call(g, mode=np.uint8(ord("N")), uplo=np.uint8(ord("L")))
+    return jnp.where((info == 0)[..., None], w, jnp.nan)  # as jax does for a failed syevd
+
+
+@jax.custom_jvp
+def _eigvalsh(g: jax.Array) -> jax.Array:
+    """Ascending eigenvalues of a symmetric ``g`` (its lower triangle is read).
+
+    On CPU the LAPACK eigenvalues-only driver (:func:`_eigvalsh_cpu`); elsewhere
+    ``jnp.linalg.eigvalsh`` (cuSOLVER on GPU, batched under vmap). Differentiable: the JVP
+    dλ_i = v_iᵀ dG v_i takes the eigenvectors from ``jnp.linalg.eigh`` only when differentiated.
+    """
+    return jax.lax.platform_dependent(g, cpu=_eigvalsh_cpu, default=jnp.linalg.eigvalsh)
+
+
+@_eigvalsh.defjvp
+def _eigvalsh_jvp(primals, tangents):
+    (g,), (dg,) = primals, tangents
+    w, v = jnp.linalg.eigh(g)
+    return w, jnp.einsum("...ji,...jk,...ki->...i", v, dg, v, precision=_HIGHEST)
 
 
 def _gram_singular_values(a: jax.Array) -> jax.Array:
@@ -260,11 +314,24 @@ def weight_spectrum(kernel: jax.Array, top_k: int = 0) -> dict[str, jax.Array]:
     return out
 
 
+def tree_sum_sq(tree) -> jax.Array:
+    """Σ θ² over every leaf of a pytree, as float32 or wider (0 for an empty tree).
+
+    Written as Σ|θ|·|θ| on purpose: inside a training step XLA's CSE merges a plain θ·θ of the
+    gradient with Adam's own g² and then writes that square out as an array of its own (an extra
+    pass over the parameters every step, seen in the optimised HLO); |g|·|g| is not merged and
+    fuses into the reduction. (A dot product is rewritten into the same multiply by XLA.)
+    """
+    total = jnp.zeros((), jnp.float32)
+    for x in jax.tree.leaves(tree):
+        a = jnp.abs(_f32(x))
+        total = total + jnp.sum(a * a)
+    return total
+
+
 def tree_l2(tree) -> jax.Array:
     """√Σ θ² over every leaf of a pytree (0 for an empty tree)."""
-    leaves = jax.tree.leaves(tree)
-    sq = sum((jnp.sum(jnp.square(_f32(x))) for x in leaves), jnp.zeros((), jnp.float32))
-    return jnp.sqrt(sq)
+    return jnp.sqrt(tree_sum_sq(tree))
 
 
 def param_norm(layer_params) -> jax.Array:
@@ -305,6 +372,11 @@ def update_ratio(updates, params) -> jax.Array:
     zero-initialised layer).
     """
     return _ratio(tree_l2(updates), tree_l2(params))
+
+
+def norm_ratio_from_sq(num_sq: jax.Array, den_sq: jax.Array) -> jax.Array:
+    """√num_sq / √den_sq with :func:`update_ratio`'s conventions (0 for 0/0, +inf for x/0)."""
+    return _ratio(jnp.sqrt(num_sq), jnp.sqrt(den_sq))
 
 
 def _ratio(num: jax.Array, den: jax.Array) -> jax.Array:

@@ -284,3 +284,84 @@ def test_diagnostics_jit_and_vmap_over_runs():
     batched = jax.jit(jax.vmap(all_of))(phi)
     for i in range(3):
         np.testing.assert_allclose(batched[i], all_of(phi[i]), rtol=1e-5)
+
+
+# --- eigenvalues-only LAPACK path and cheap sums of squares -----------------------------------
+
+
+def _gram(rng, n, d):
+    a = rng.normal(size=(n, d)).astype(np.float32)
+    return a.T @ a
+
+
+def test_eigvalsh_matches_numpy_and_asks_lapack_for_eigenvalues_only():
+    g = _gram(np.random.default_rng(4), 40, 24)
+    ref = np.linalg.eigvalsh(g.astype(np.float64))
+    w = D._eigvalsh(jnp.asarray(g))
+    np.testing.assert_allclose(w, ref, rtol=0, atol=1e-5 * ref[-1])
+    assert np.all(np.diff(np.asarray(w)) >= 0)  # ascending, as jnp.linalg.eigvalsh
+    hlo = jax.jit(D._eigvalsh).lower(jnp.asarray(g)).as_text()
+    if jax.default_backend() == "cpu":
+        # jnp.linalg.eigvalsh lowers to syevd with mode 'V' (86) and drops the vectors
+        assert "lapack_ssyevd_ffi" in hlo and "mode = 78" in hlo and "mode = 86" not in hlo
+
+
+def test_eigvalsh_under_vmap_is_one_lapack_call_per_matrix():
+    # a batched LAPACK call deadlocked XLA's CPU pool (see _eigvalsh_cpu): the vmapped runs must
+    # reach LAPACK one matrix at a time, inside a loop
+    rng = np.random.default_rng(5)
+    gs = np.stack([_gram(rng, 12, 6) for _ in range(3)])
+    w = jax.jit(jax.vmap(D._eigvalsh))(jnp.asarray(gs))
+    np.testing.assert_allclose(w, np.linalg.eigvalsh(gs.astype(np.float64)), atol=1e-4)
+    if jax.default_backend() == "cpu":
+        calls = [l for l in jax.jit(jax.vmap(D._eigvalsh)).lower(jnp.asarray(gs)).as_text()
+                 .splitlines() if "custom_call @lapack" in l]
+        assert len(calls) == 1 and "(tensor<6x6xf32>)" in calls[0]
+
+
+def test_eigvalsh_fallback_without_the_lapack_target(monkeypatch):
+    monkeypatch.setattr(D, "_lapack_syevd_target", lambda dtype: None)
+    gs = jnp.asarray(np.stack([_gram(np.random.default_rng(i), 10, 5) for i in range(2)]))
+    ref = np.linalg.eigvalsh(np.asarray(gs, np.float64))
+    np.testing.assert_allclose(jax.jit(jax.vmap(D._eigvalsh))(gs), ref, atol=1e-4)
+    np.testing.assert_allclose(D._eigvalsh(gs[0]), ref[0], atol=1e-4)
+
+
+def test_eigvalsh_on_other_platforms_does_not_lower_the_cpu_lapack_call():
+    export = pytest.importorskip("jax.export")
+    spec = jax.ShapeDtypeStruct((3, 8, 8), jnp.float32)
+    module = export.export(jax.jit(jax.vmap(D._eigvalsh)), platforms=["cuda"])(spec)
+    text = module.mlir_module()
+    assert "@lapack_" not in text and "cusolver" in text
+
+
+def test_singular_values_are_differentiable_like_the_vector_path():
+    phi = jnp.asarray(np.random.default_rng(6).normal(size=(9, 4)).astype(np.float32))
+
+    def via_library(x):
+        sv = D.singular_values(x)
+        return jnp.sum(sv) + sv[0]
+
+    def via_jnp(x):
+        sv = jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(x.T @ x), 0.0))[::-1]
+        return jnp.sum(sv) + sv[0]
+
+    np.testing.assert_allclose(jax.grad(via_library)(phi), jax.grad(via_jnp)(phi), atol=1e-4)
+
+
+def test_tree_sum_sq_promotes_and_matches_numpy():
+    rng = np.random.default_rng(7)
+    tree = {"a": rng.normal(size=(5, 3)).astype(np.float32),
+            "b": [rng.normal(size=4).astype(np.float16)]}
+    ref = (tree["a"].astype(np.float64) ** 2).sum() + (tree["b"][0].astype(np.float64) ** 2).sum()
+    out = D.tree_sum_sq(jax.tree.map(jnp.asarray, tree))
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(out, ref, rtol=1e-6)
+    assert float(D.tree_sum_sq({})) == 0.0
+    np.testing.assert_allclose(D.tree_l2(tree), np.sqrt(ref), rtol=1e-6)
+
+
+def test_norm_ratio_from_sq_conventions():
+    assert float(D.norm_ratio_from_sq(jnp.float32(0.25), jnp.float32(25.0))) == pytest.approx(0.1)
+    assert float(D.norm_ratio_from_sq(jnp.float32(0.0), jnp.float32(0.0))) == 0.0
+    assert float(D.norm_ratio_from_sq(jnp.float32(1.0), jnp.float32(0.0))) == np.inf

@@ -185,8 +185,21 @@ def test_bad_parameters_are_rejected_with_the_value(kwargs, bad):
 
 def test_rank_probes_share_one_eigendecomposition_per_layer():
     probes = make_probes("effective_rank,srank,approx_rank,stable_rank,feature_rank")
+    fn = lambda x: run_probes(probes, x)  # noqa: E731
+    # one eigendecomposition (the platform-dependent _eigvalsh) and one Gram matrix per layer
+    jaxpr = str(jax.make_jaxpr(fn)(INPUTS))
+    assert jaxpr.count("platform_index") == len(INPUTS.features)
+    if jax.default_backend() == "cpu":
+        hlo = jax.jit(fn).lower(INPUTS).as_text()
+        assert hlo.count("custom_call @lapack_ssyevd_ffi") == len(INPUTS.features)
+
+
+def test_weight_and_rank_probes_issue_one_eigvalsh_per_matrix():
+    # features: 2 hidden layers; weights: 3 kernels. Nothing else asks for an eigendecomposition.
+    probes = make_probes("all")
     jaxpr = str(jax.make_jaxpr(lambda x: run_probes(probes, x))(INPUTS))
-    assert jaxpr.count("= eigh[") == len(INPUTS.features)
+    assert jaxpr.count("platform_index") == len(INPUTS.features) + len(INPUTS.layers)
+    assert "svd" not in jaxpr
 
 
 # --- compiled use -----------------------------------------------------------------------------
@@ -239,3 +252,53 @@ def test_optimizer_stats_per_layer_and_global():
     assert float(stats["update_ratio"]["h"]) == pytest.approx(0.1)
     assert float(stats["update_ratio"]["out"]) == 0.0  # 0 / 0: no update on zero params
     assert float(stats["update_ratio"]["global"]) == pytest.approx(0.5 / 5.0)
+
+
+def test_optimizer_stats_global_combines_the_layer_sums():
+    rng = np.random.default_rng(0)
+    tree = lambda: {k: {"kernel": jnp.asarray(rng.normal(size=(3, 2)).astype(np.float32)),  # noqa: E731
+                        "bias": jnp.asarray(rng.normal(size=2).astype(np.float32))}
+                    for k in ("hidden/0", "out")}
+    grads, updates, params = tree(), tree(), tree()
+    stats = jax.jit(optimizer_stats)(grads, updates, params)
+    np.testing.assert_allclose(stats["grad_norm"]["global"], D.grad_norm(grads), rtol=1e-6)
+    np.testing.assert_allclose(stats["update_ratio"]["global"], D.update_ratio(updates, params),
+                               rtol=1e-6)
+    for k in grads:
+        np.testing.assert_allclose(stats["grad_norm"][k], D.grad_norm(grads[k]), rtol=1e-6)
+        np.testing.assert_allclose(stats["update_ratio"][k],
+                                   D.update_ratio(updates[k], params[k]), rtol=1e-6)
+    zero = jax.tree.map(jnp.zeros_like, params)
+    assert float(optimizer_stats(grads, params, zero)["update_ratio"]["out"]) == np.inf
+
+
+def test_classifier_logs_the_raw_gradient_and_the_applied_update():
+    import optax
+
+    from continual.classifier import make_classifier
+    from continual.optimizers import HParams
+    from plasticity.networks import layer_params, make_network
+    from tasks.base import Batch
+
+    net = make_network("mlp", (4, 4, 1), 3, hidden=(8,))
+    learner = make_classifier(net, "adam", optimizer_stats=optimizer_stats)
+    hp = HParams.defaults(learning_rate=0.05)
+    state = learner.init(jax.random.key(0), hp)
+    k1, k2 = jax.random.split(jax.random.key(1))
+    batch = Batch(jax.random.normal(k1, (16, 4, 4, 1)), jax.random.randint(k2, (16,), 0, 3),
+                  jnp.ones(3, bool), jnp.ones(16))
+    new, info = jax.jit(learner.update)(state, batch, hp, jax.random.key(2))
+
+    def loss(params):
+        logits, _ = net.apply(params, batch.x)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, batch.y).mean()
+
+    grads = layer_params(jax.grad(loss)(state.params))
+    old, moved = layer_params(state.params), layer_params(new.params)
+    applied = jax.tree.map(jnp.subtract, moved, old)
+    for k in grads:
+        np.testing.assert_allclose(info["grad_norm"][k], D.grad_norm(grads[k]), rtol=1e-5)
+        np.testing.assert_allclose(info["update_ratio"][k], D.update_ratio(applied[k], old[k]),
+                                   rtol=1e-5)
+    np.testing.assert_allclose(info["grad_norm"]["global"], D.grad_norm(grads), rtol=1e-5)
+    assert 0 < float(info["update_ratio"]["global"]) < 1

@@ -1,6 +1,6 @@
 """tasks.brax_envs: physics and objective task sequences over Brax envs, one compile for all tasks.
 
-One module-scoped fixture builds the default halfcheetah sequence (mjx backend, fast solver) and
+One module-scoped fixture builds the halfcheetah sequence on mjx (fast solver, default tasks) and
 compiles ONE rollout (2 envs, 20 steps, a fixed action) over (task params, key). It runs the five
 dynamics tasks and four objective tasks (families share one params structure, so they run through
 the same compiled step); every task after the first runs under ``jax.no_tracing(True)``.
@@ -25,7 +25,7 @@ BASE, GRAVITY, FRICTION, MASS, ACTUATOR, FWD, BWD, TGT0, TGT1 = range(9)
 
 @pytest.fixture(scope="module")
 def seq():
-    return be.dynamics("halfcheetah")  # default backend (mjx) with its default 5 tasks
+    return be.dynamics("halfcheetah", backend="mjx")  # fast solver, default 5 tasks
 
 
 @pytest.fixture(scope="module")
