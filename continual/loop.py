@@ -97,9 +97,17 @@ class Train(NamedTuple):
 
 def make_train(spec: LoopSpec, learner: Learner, tasks: TaskSequence,
                diagnose: Diagnose | None = None,
-               intervention: Intervention | None = None) -> Train:
+               intervention: Intervention | None = None,
+               stats_update: Callable | None = None) -> Train:
     """Builds the loop of one run. ``tasks.params`` and ``tasks.data`` are *arguments* of the
-    returned functions, so a new sequence of the same shape reuses the compilation."""
+    returned functions, so a new sequence of the same shape reuses the compilation.
+
+    ``stats_update``: the learner's update that also returns per-step optimisation statistics
+    (``grad_norm``, ``update_ratio``; see ``make_classifier(optimizer_stats=...)``). It runs on
+    the **last step of each log interval** only, so the logged values are that step's (a sample
+    per interval, not the interval mean: measured, computing them on every step cost ~+20% of a
+    matrix-bound step, sampling one step per interval ~nothing). Other steps use
+    ``learner.update``."""
     buffer = replay.make_buffer(spec.replay_capacity) if spec.replay_capacity else None
     n_replay = spec.replay_batch
     n_current = spec.batch_size - n_replay
@@ -108,7 +116,8 @@ def make_train(spec: LoopSpec, learner: Learner, tasks: TaskSequence,
         def eval_one(task):
             return learner.evaluate(state, tasks.eval_batch(data, task))["acc"]
 
-        logs = {"eval_acc": jax.lax.map(eval_one, task_params)}  # [T]
+        # vmap, not lax.map: one [T·N, D] batch per layer keeps the matmuls large.
+        logs = {"eval_acc": jax.vmap(eval_one)(task_params)}  # [T]
         if diagnose is not None:
             probe = tasks.probe_batch(data, task_slice(task_params, t))
             logs["diagnostics"] = diagnose(state, learner.features(state.params, probe))
@@ -160,16 +169,23 @@ def make_train(spec: LoopSpec, learner: Learner, tasks: TaskSequence,
     def run_interval(carry: Carry, t, hparams: HParams, data, task_params):
         task = task_slice(task_params, t)
 
-        def step(carry: Carry, _):
+        def step(carry: Carry, _, update=learner.update):
             key, batch_key, update_key, int_key = jax.random.split(carry.key, 4)
             batch, items = draw(carry, t, task, data, task_params, batch_key)
-            state, info = learner.update(carry.state, batch, hparams, update_key)
+            state, info = update(carry.state, batch, hparams, update_key)
             if intervention is not None and spec.intervention_every > 0:
                 state = intervene(state, batch, hparams, int_key)
             return carry._replace(state=state, key=key, buffer=items), info
 
         start = carry
-        carry, infos = jax.lax.scan(step, carry, length=spec.log_every)
+        if stats_update is None:
+            carry, infos = jax.lax.scan(step, carry, length=spec.log_every)
+            stats = {}
+        else:  # all but the last step plain, the last one with optimisation statistics
+            carry, infos = jax.lax.scan(step, carry, length=spec.log_every - 1)
+            carry, last = step(carry, None, stats_update)
+            infos = {k: jnp.concatenate([infos[k], last[k][None]]) for k in infos}
+            stats = {k: v for k, v in last.items() if k not in infos}
         # Divergence is checked once per interval (a per-step guard over the whole state cost
         # ~20% of a matrix-bound step): a run whose loss or parameters became non-finite rolls
         # back to the start of the interval, its last logged finite state, and stays frozen.
@@ -179,7 +195,7 @@ def make_train(spec: LoopSpec, learner: Learner, tasks: TaskSequence,
         ok = ~jnp.any(loss_bad) & params_ok & ~start.diverged
         carry = jax.lax.cond(ok, lambda: carry, lambda: start._replace(key=carry.key))
         carry = carry._replace(diverged=start.diverged | ~ok)
-        logs = {"train": jax.tree.map(jnp.mean, infos),
+        logs = {"train": {**jax.tree.map(jnp.mean, infos), **stats},
                 # Non-finite steps of this interval: the host reports where and which.
                 "nonfinite_steps": jnp.maximum(jnp.sum(loss_bad), (~params_ok).astype(jnp.int32)),
                 "nonfinite_loss": jnp.sum(loss_bad),

@@ -55,7 +55,7 @@ def _field_help(name: str) -> str:
         default = ",".join(map(str, default))
     text += f" (default {default!r}"
     text += "; comma list, vmapped)" if f.metadata["vmapped"] else ")"
-    return text
+    return text.replace("%", "%%")  # argparse formats help strings with %
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -79,9 +79,11 @@ def build(cfg) -> Experiment:
                            channels=cfg.channels, blocks=cfg.blocks, activation=cfg.activation,
                            layer_norm=cfg.layer_norm)
     diagnostics = hooks.parse_metrics(cfg.metrics, tau=cfg.dormant_tau)
-    learner = make_classifier(
+    learner = make_classifier(network, cfg.optimizer, setting=cfg.setting,
+                              regularizer=cfg.regularizer)
+    stats_update = make_classifier(
         network, cfg.optimizer, setting=cfg.setting, regularizer=cfg.regularizer,
-        optimizer_stats=hooks.optimizer_stats if diagnostics.optimization else None)
+        optimizer_stats=hooks.optimizer_stats).update if diagnostics.optimization else None
     diagnose = hooks.make_diagnose(diagnostics.probes, cfg.activation)
     order = layer_order(network, tasks)
     ispec = InterventionSpec(cfg.reset, cfg.reset_every, cfg.reset_last_k, cfg.cbp_maturity,
@@ -91,7 +93,7 @@ def build(cfg) -> Experiment:
     spec = LoopSpec(cfg.steps_per_task, cfg.log_every, cfg.batch_size,
                     replay_capacity=cfg.replay_capacity, replay_fraction=cfg.replay_fraction,
                     intervention_every=1 if cfg.reset == "cbp" else cfg.reset_every)
-    train = make_train(spec, learner, tasks, diagnose, intervention)
+    train = make_train(spec, learner, tasks, diagnose, intervention, stats_update)
     runs = run_table(cfg)
     hparams = HParams(**{name: jnp.asarray(runs[name].to_numpy(), jnp.float32)
                          for name in HParams._fields})

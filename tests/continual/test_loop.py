@@ -268,3 +268,18 @@ def test_loop_spec_nonpositive_size_names_the_field(field):
 
 def test_loop_spec_intervals_per_task():
     assert LoopSpec(steps_per_task=30, log_every=10, batch_size=4).intervals_per_task == 3
+
+
+def test_optimization_stats_sample_the_last_step_and_leave_training_unchanged(exp, sweep_logs):
+    # Same seeds with --metrics optimization: identical training, plus grad_norm/update_ratio
+    # per interval taken from the interval's last step.
+    with_stats = build(dataclasses.replace(CFG, metrics="optimization"))
+    logs0, logs = jax.device_get(_vmapped_run(with_stats.train)(
+        run_keys(SEEDS), with_stats.hparams, with_stats.tasks.data, with_stats.tasks.params))
+    np.testing.assert_allclose(logs["eval_acc"], sweep_logs[1]["eval_acc"], rtol=1e-6)
+    np.testing.assert_allclose(logs["train"]["train_loss"], sweep_logs[1]["train"]["train_loss"],
+                               rtol=1e-6)
+    grad_norm = logs["train"]["grad_norm"]
+    assert {"hidden/0", "out", "global"} <= set(grad_norm)
+    assert grad_norm["global"].shape == (len(SEEDS), T, I)
+    assert np.all(np.isfinite(grad_norm["global"])) and np.all(grad_norm["global"] > 0)
