@@ -239,7 +239,7 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
 
     def between_tasks(carry: RLCarry, t, hparams, data, task_params) -> RLCarry:
         """Before task t > 0: fresh reset states under task t, boundary resets, and (with
-        ``reset_replay``) an empty replay buffer."""
+        ``reset_replay``) empty replay and held-out buffers."""
         del data
         key, k_env, k_probe, k_int = jax.random.split(carry.key, 4)
 
@@ -249,9 +249,12 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
             state = c.agent
             if intervention is not None and spec.intervention_every == 0:
                 state = intervention(state, probe_obs(c, k_probe), hparams, k_int)
-            buf = buffer.init(example) if spec.reset_replay else c.buffer
+            buf, val = c.buffer, c.val_buffer
+            if spec.reset_replay:  # the held-out buffer too: it must hold the current task
+                buf = buffer.init(example)
+                val = val if val_buffer is None else val_buffer.init(example)
             return c._replace(agent=state, env=env, first=env, ep_step=zeros.astype(jnp.int32),
-                              ep_return=zeros, buffer=buf)
+                              ep_return=zeros, buffer=buf, val_buffer=val)
 
         carry = jax.lax.cond(t > 0, apply, lambda c: c, carry)
         return carry._replace(key=key)

@@ -120,6 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="print the summary and redraw the plots of a saved run")
     report.add_argument("run_dir", help="a directory written by `plax run`")
     report.add_argument("--no-plots", action="store_true", help="print the summary only")
+    report.add_argument("--reference", metavar="REF_DIR",
+                        help="a run of the same sequence trained task by task from scratch "
+                             "(e.g. the same preset with --reset full --reset-replay true, or "
+                             "--reset full for supervised runs): prints forward transfer "
+                             "ft_auc_gap (and ft_auc_cw for accuracies; Continual World)")
 
     sub.add_parser("list", help="show presets, data sets, diagnostics and every choice")
 
@@ -297,6 +302,13 @@ def _cmd_report(args) -> int:
                                  not args.no_plots)
     per_run, agg = report.summary(table)
     _print_summary(table, agg, per_run)
+    if args.reference:
+        reference, _ = results.load(args.reference)
+        ft = results.forward_transfer(table, reference)
+        cols = [c for c in ("ft_auc_gap", "ft_auc_cw") if c in ft.columns]
+        ft = ft.join(per_run["diverged"])
+        print(f"\nforward transfer against {args.reference} (mean [95% CI] over seeds):")
+        print(report.format_summary(results.aggregate(ft, report.setting_columns(table), cols)))
     if not args.no_plots:
         paths = report.make_plots(table, args.run_dir)
         print("plots: " + ", ".join(str(p) for p in paths))

@@ -83,8 +83,9 @@ class RLConfig:
                               "coverage_max (Isele & Cosgun 2018, over observations)", EVICTIONS)
     replay_sampling: str = _f("uniform", "how batches are drawn: uniform, recent_mix (50:50 "
                               "recent/uniform), reward (softmax of the reward)", SAMPLINGS)
-    reset_replay: bool = _f(False, "empty the replay buffer at task boundaries (with --reset "
-                            "full: a from-scratch reference run per task)")
+    reset_replay: bool = _f(False, "empty the replay buffer at task boundaries (Continual "
+                            "World's default: old transitions carry the old task's rewards; with "
+                            "--reset full: a from-scratch reference run per task)")
     min_replay: int = _f(1000, "transitions in the buffer before updates start")
     val_every: int = _f(10, "every N-th env step goes to the held-out buffer for td_error_val "
                         "(0 = off)")
@@ -200,12 +201,13 @@ def validate_rl(cfg: RLConfig) -> RLConfig:
 RL_PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "cheetah-quick": (
         "CPU-sized continual RL: HalfCheetah runs forward, then backward; 8 envs, 2 × 24k env "
-        "steps, one update per transition, SAC 64-64, 2 seeds (about 7 minutes on 2 cores)",
+        "steps, one update per transition, replay emptied at task switches (Continual World's "
+        "default), SAC 64-64, 2 seeds (about 5 minutes on 2 cores)",
         dict(env="halfcheetah", family="objectives", objective="direction",
              task_values=(1.0, -1.0), num_envs=8, episode_length=200, hidden=(64, 64),
              env_steps_per_task=24_000, log_every=4_000, updates_per_step=8, batch_size=128,
-             min_replay=1024, replay_capacity=48_000, eval_envs=4, probe_examples=128,
-             seeds=2),
+             min_replay=1024, replay_capacity=48_000, reset_replay=True, eval_envs=4,
+             probe_examples=128, seeds=2),
     ),
     "halfcheetah-dynamics": (
         "GPU-sized: HalfCheetah through 5 physics settings (base, gravity×0.5, friction×0.25, "

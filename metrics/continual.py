@@ -169,6 +169,26 @@ def fwt_gem(R) -> np.ndarray:
     return np.mean(_diag(R, 0)[..., 1:] - R[..., 0, 1:], axis=-1)
 
 
+def ft_auc_cw(auc, auc_ref) -> np.ndarray:
+    """Forward transfer against single-task reference runs (Continual World, Wołczyk et al.
+    2021; ``continualworld/results_processing/tables.py``), ``[...]``:
+    ``FT = mean_i (AUC_i − AUC_i^ref) / (1 − AUC_i^ref)``.
+
+    ``auc[..., i]``: mean performance on task ``i`` over the evaluations in its own training
+    window (see :func:`metrics.results.task_auc`); ``auc_ref[i]``: the same for a run trained on
+    task ``i`` alone from scratch. Meaningful for performance in [0, 1] (success rate,
+    accuracy); for returns use :func:`ft_auc_gap`."""
+    auc, ref = np.asarray(auc, np.float64), np.asarray(auc_ref, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.mean((auc - ref) / (1.0 - ref), axis=-1)
+
+
+def ft_auc_gap(auc, auc_ref) -> np.ndarray:
+    """Forward transfer in the metric's own units (e.g. return): ``mean_i (AUC_i −
+    AUC_i^ref)``, ``[...]`` — Continual World's numerator without its [0, 1] normalisation."""
+    return np.mean(np.asarray(auc, np.float64) - np.asarray(auc_ref, np.float64), axis=-1)
+
+
 def summarize(R) -> dict[str, np.ndarray]:
     """All scalar metrics of this module, each of shape ``[...]``."""
     return {

@@ -125,6 +125,34 @@ def r_matrix(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     return R, runs
 
 
+def task_auc(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """``AUC[run, i]``: mean performance on task ``i`` over the log points while training task
+    ``i`` (its own window; step 0 excluded), and the run table — the area under each task's
+    learning curve for Continual World's forward transfer (:func:`metrics.continual.ft_auc_cw`)."""
+    ev = df[(df["metric"] == performance_metric(df)) & (df["step"] > 0)]
+    own = ev[ev["eval_task"] == ev["task"]]
+    auc = own.groupby(["run", "task"])["value"].mean().unstack("task").sort_index()
+    runs = ev[run_columns(df)].drop_duplicates("run").set_index("run").sort_index()
+    return auc.reindex(runs.index).to_numpy(), runs
+
+
+def forward_transfer(df: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """Per run of ``df``: forward transfer against ``reference``, a table of the same sequence
+    trained task by task from scratch (e.g. ``--reset full --reset-replay true``; its AUCs are
+    averaged over its runs): ``ft_auc_gap`` always, ``ft_auc_cw`` when the performance is an
+    accuracy (in [0, 1])."""
+    auc, runs = task_auc(df)
+    ref_auc, _ = task_auc(reference)
+    if ref_auc.shape[1] != auc.shape[1]:
+        raise ValueError(f"the reference has {ref_auc.shape[1]} tasks, the run {auc.shape[1]}")
+    ref = np.nanmean(ref_auc, axis=0)
+    out = runs.copy()
+    out["ft_auc_gap"] = continual.ft_auc_gap(auc, ref)
+    if not is_rl(df):
+        out["ft_auc_cw"] = continual.ft_auc_cw(auc, ref)
+    return out
+
+
 def divergence(df: pd.DataFrame) -> pd.DataFrame:
     """Per run: whether training hit a non-finite loss or parameter, the first (task, log step)
     where, and which quantity (``loss``, ``params`` or both). The loop froze such a run at its

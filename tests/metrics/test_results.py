@@ -300,3 +300,34 @@ def test_load_directory_without_results_raises_clear_error(tmp_path):
         load(tmp_path)
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "missing").replace("\\", "\\\\")):
         load(tmp_path / "missing")
+
+
+def _eval_only_table(values: np.ndarray, metric: str = "eval_acc") -> pd.DataFrame:
+    """A table from interval evaluations ``values[R, T, I, T]`` (step 0 = the first row)."""
+    from metrics.results import to_frame
+    runs = pd.DataFrame({"seed": np.arange(values.shape[0])})
+    runs.index.name = "run"
+    return to_frame({metric: values[:, 0, 0]}, {metric: values}, runs, log_every=10)
+
+
+def test_forward_transfer_by_hand_against_a_reference_table():
+    from metrics.results import forward_transfer, task_auc
+    # One run, 2 tasks, 2 log points per task: v[t, i, j] = accuracy on j at point i of task t.
+    cl = np.zeros((1, 2, 2, 2))
+    cl[0, 0, :, 0] = [0.2, 0.6]   # task 0 in its own window: AUC 0.4
+    cl[0, 1, :, 1] = [0.7, 0.9]   # task 1 in its own window: AUC 0.8
+    cl[0, 1, :, 0] = 0.99          # other tasks' evaluations do not count
+    ref = np.zeros((2, 2, 2, 2))   # two reference seeds: AUC 0.5 (task 0) and 0.6 (task 1)
+    ref[:, 0, :, 0] = [[0.4, 0.6], [0.4, 0.6]]
+    ref[:, 1, :, 1] = [[0.5, 0.5], [0.7, 0.7]]
+    auc, _ = task_auc(_eval_only_table(cl))
+    np.testing.assert_allclose(auc, [[0.4, 0.8]])
+    ft = forward_transfer(_eval_only_table(cl), _eval_only_table(ref))
+    # CW: mean((0.4-0.5)/(1-0.5), (0.8-0.6)/(1-0.6)) = mean(-0.2, 0.5) = 0.15
+    assert ft["ft_auc_cw"].iloc[0] == pytest.approx(0.15)
+    assert ft["ft_auc_gap"].iloc[0] == pytest.approx(0.05)
+    rl = forward_transfer(_eval_only_table(cl * 100, "eval_return"),
+                          _eval_only_table(ref * 100, "eval_return"))
+    assert "ft_auc_cw" not in rl.columns and rl["ft_auc_gap"].iloc[0] == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="tasks"):
+        forward_transfer(_eval_only_table(cl), _eval_only_table(ref[:, :1, :, :1]))
