@@ -4,10 +4,10 @@ At the ``permuted-mnist`` preset's size (MLP 784-256-256-10, batch 128, 10 tasks
 log every 100, 3 seeds vmapped, sweep mode), on random uint8 28×28 data with MNIST's split sizes
 (the cost is MNIST's), this times the compiled whole run with ``metrics=""`` and with
 ``metrics="all"`` (every interval probe on the fixed 256-example probe batch at every log point,
-plus the per-step optimisation statistics), and reports the overhead ratio. A third full-size
-row, ``representation,weights``, is every interval probe without the per-step statistics: what
-``all`` would cost if grad_norm/update_ratio were computed once per log interval instead of on
-every step. Compile time is excluded from the steady-state numbers and reported on its own.
+plus grad_norm/update_ratio on the last step of each log interval), and reports the overhead
+ratio. A third full-size row, ``representation,weights``, is every interval probe without the
+optimisation statistics. Compile time is excluded from the steady-state numbers and reported on
+its own.
 
 A second table splits the cost by diagnostic group (``representation``, ``weights``,
 ``optimization``) on a shortened stream of the same shapes (2 tasks; same steps per task, log
@@ -194,8 +194,8 @@ def main(argv=None) -> int:
     print(f"timing: warm-up + {args.repeats} interleaved rounds; overhead = median over rounds of "
           "(run with metrics / run without) - 1; 'of medians' = ratio of the median walls - 1")
     print("'all' = metrics.hooks.parse_metrics('all'): every interval probe at every log point "
-          "on the 256-example probe batch + per-step grad_norm/update_ratio; "
-          f"'{PROBES_ONLY}' = every interval probe, no per-step statistics")
+          "on the 256-example probe batch + grad_norm/update_ratio on each interval's last step; "
+          f"'{PROBES_ONLY}' = every interval probe, no optimisation statistics")
     print()
     table = C.Table(["size", "metrics", "probes", "compile s", "wall s", "range s", "overhead %",
                      "of medians %", "extra ms/log pt"])

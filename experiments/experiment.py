@@ -1,6 +1,7 @@
 """Builds everything once from a :class:`Config` and runs it for all runs at once."""
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from pathlib import Path
@@ -63,8 +64,13 @@ def layer_order(network, tasks: TaskSequence) -> list[str]:
     return [*features, "out"]
 
 
+@functools.lru_cache(maxsize=4)
 def build(cfg) -> Experiment:
-    """Everything of one experiment, built once (an RL config builds an RL experiment)."""
+    """Everything of one experiment, built once (an RL config builds an RL experiment).
+
+    Memoised per (frozen, hashable) config: running the same config again in one process (a
+    notebook, a test session) reuses the built loop and with it the compiled program
+    (:func:`continual.runner.compiled`), instead of tracing and compiling anew."""
     from experiments.rl_config import RLConfig
     if isinstance(cfg, RLConfig):
         from experiments.rl_experiment import build_rl

@@ -1,6 +1,28 @@
-"""Test-session settings: `plax` commands run in-process share one XLA compilation cache in a
-temporary directory (never the user's ~/.cache), so identical programs compile once."""
+"""Test-session settings.
+
+Programs compiled during the session go to XLA's persistent compilation cache in a temporary
+directory (never the user's ~/.cache): the RL loop test and the RL CLI test build the same tiny
+HalfCheetah program (``RL_TINY``), and the second reuses the first's compilation.
+"""
 import os
 import tempfile
 
+import pytest
+
 os.environ.setdefault("PLAX_COMPILATION_CACHE", tempfile.mkdtemp(prefix="plax-xla-"))
+
+from experiments.cli import enable_compilation_cache  # noqa: E402
+
+enable_compilation_cache()
+
+# A tiny cheetah-quick: 2 tasks × 2 log points, 4 envs, 6-step episodes, hidden 8, 2 seeds.
+RL_TINY = dict(num_envs=4, env_steps_per_task=32, log_every=16, episode_length=6, eval_envs=2,
+               eval_length=6, batch_size=8, min_replay=8, replay_capacity=64, hidden=(8,),
+               seeds=2, probe_examples=8, val_every=3, mode="sweep",
+               metrics="dormant,weight_sv")
+
+
+@pytest.fixture(scope="session")
+def rl_tiny() -> dict:
+    """Overrides of the ``cheetah-quick`` preset shared by the RL loop and CLI tests."""
+    return dict(RL_TINY)

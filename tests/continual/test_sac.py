@@ -114,3 +114,26 @@ def test_bad_choices_name_the_valid_ones():
     agent = _agent()
     with pytest.raises(ValueError, match="supervised-only"):
         make_reset(InterventionSpec("cbp"), agent, layer_orders(agent, OBS, ACT))
+
+
+@pytest.mark.parametrize("kind", ["redo", "shrink_perturb", "last_k"])
+def test_partial_resets_run_on_actor_and_each_critic_member(kind):
+    agent = _agent(num_critics=2)
+    hp = HParams.defaults(learning_rate=1e-2, redo_tau=10.0, sp_shrink=0.5, sp_perturb=0.0)
+    state = agent.init(jax.random.key(0), hp)
+    obs = _batch(jax.random.key(5)).obs
+    reset = make_reset(InterventionSpec(kind, last_k=2), agent, layer_orders(agent, OBS, ACT))
+    new = jax.jit(reset)(state, obs, hp, jax.random.key(42))
+    fresh = agent.init(jax.random.key(42), hp)
+    hidden = lambda p: np.asarray(layer_params(p)["hidden/0"]["kernel"])  # noqa: E731
+    if kind == "shrink_perturb":  # θ ← 0.5·θ (no noise), on both critic members
+        np.testing.assert_allclose(hidden(new.critic.params), 0.5 * hidden(state.critic.params),
+                                   rtol=1e-6)
+    elif kind == "redo":  # τ = 10: every unit counts as dormant and is re-initialised
+        np.testing.assert_array_equal(hidden(new.critic.params), hidden(fresh.critic.params))
+        np.testing.assert_array_equal(hidden(new.actor.params), hidden(fresh.actor.params))
+    else:  # last 2 layers: hidden/1 and out afresh, hidden/0 kept; targets follow
+        np.testing.assert_array_equal(hidden(new.critic.params), hidden(state.critic.params))
+        k1 = lambda p: np.asarray(layer_params(p)["hidden/1"]["kernel"])  # noqa: E731
+        np.testing.assert_array_equal(k1(new.critic.params), k1(fresh.critic.params))
+        np.testing.assert_array_equal(k1(new.target), k1(new.critic.params))

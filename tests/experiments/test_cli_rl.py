@@ -8,17 +8,17 @@ import pytest
 
 from experiments.cli import main
 
-TINY = ["--num-envs", "4", "--env-steps-per-task", "32", "--log-every", "16",
-        "--episode-length", "6", "--eval-envs", "2", "--eval-length", "6", "--batch-size", "8",
-        "--min-replay", "8", "--replay-capacity", "64", "--hidden", "8", "--seeds", "2",
-        "--probe-examples", "8", "--val-every", "3", "--mode", "sweep"]
+def _argv(overrides: dict) -> list[str]:
+    return [a for k, v in overrides.items()
+            for a in (f"--{k.replace('_', '-')}",
+                      ",".join(map(str, v)) if isinstance(v, tuple) else str(v))]
 
 
 @pytest.fixture(scope="module")
-def rl_run(tmp_path_factory):
+def rl_run(tmp_path_factory, rl_tiny):
+    # The same program as tests/continual/test_rl_loop.py: its compilation is reused.
     out = tmp_path_factory.mktemp("runs") / "rl"
-    assert main(["run", "cheetah-quick", *TINY, "--metrics", "dormant,srank",
-                 "--out", str(out)]) == 0
+    assert main(["run", "cheetah-quick", *_argv(rl_tiny), "--out", str(out)]) == 0
     return out
 
 
@@ -30,7 +30,7 @@ def test_rl_run_writes_return_matrix_summary_and_plots(rl_run):
     assert config["preset"] == "cheetah-quick" and config["env"] == "halfcheetah"
     table = pd.read_parquet(rl_run / "results.parquet")
     assert {"eval_return", "q_bias", "td_error_val", "critic_loss", "entropy",
-            "dormant_frac@0.025"} <= set(table["metric"])
+            "dormant_frac@0.025", "sv_max"} <= set(table["metric"])
     # Steps are environment steps: 2 tasks × 2 log points of 16, plus step 0.
     assert sorted(table["step"].unique()) == [0, 16, 32, 48, 64]
     ev = table[table["metric"] == "eval_return"]
