@@ -126,9 +126,12 @@ def _where(mask: jax.Array, a: Any, b: Any) -> Any:
 
 
 def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
-                  diagnose: Diagnose | None = None, intervention=None) -> Train:
+                  diagnose: Diagnose | None = None,
+                  intervention: Callable | None = None) -> Train:
     """Builds the loop of one run (vmap it over runs with :func:`continual.runner.execute`;
-    ``data`` is unused and may be ``()``)."""
+    ``data`` is unused and may be ``()``). ``intervention(state, obs, hparams, key) -> state``
+    is a reset from :func:`continual.sac.make_reset`, applied between tasks
+    (``spec.intervention_every = 0``) or every that many gradient updates."""
     obs_size, act_size = seq.observation_size, seq.action_size
     buffer = replay.make_buffer(spec.replay_capacity, spec.eviction, spec.sampling,
                                 embed_dim=obs_size if spec.eviction == "coverage_max" else None)
@@ -144,10 +147,10 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
 
     # --------------------------------------------------------------------------- measurement
     def rollouts(state: SACState, task_params, t, key):
-        """One scan over T + 1 batches of ``eval_envs`` fresh episodes, vmapped: the mode policy
-        on every task (returns) and the stochastic policy on task t (``q_bias``). One rollout
-        keeps one copy of the physics in the compiled program (compile time dominates short
-        runs)."""
+        """T + 1 batches of ``eval_envs`` fresh episodes, one after another through one rollout
+        function: the mode policy on every task (returns) and the stochastic policy on task t
+        (``q_bias``). One rollout function keeps one copy of the physics in the compiled program
+        (compile time dominates short runs)."""
         num_tasks = jax.tree.leaves(task_params)[0].shape[0]
         tasks = jax.tree.map(lambda a: jnp.concatenate([a, a[t][None]]), task_params)
         stochastic = jnp.arange(num_tasks + 1) == num_tasks
@@ -183,6 +186,7 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
         return logs
 
     def probe_obs(carry: RLCarry, key):
+        """Diagnostics probe batch: replay observations (the envs' current ones while empty)."""
         sampled = buffer.sample(carry.buffer, key, spec.probe_examples).obs
         fallback = jnp.take(carry.env.obs, jnp.arange(spec.probe_examples) % spec.num_envs,
                             axis=0)
