@@ -28,7 +28,7 @@ examples:
   plax run quickstart --num-tasks 5 --seeds 2 --out runs/demo
   plax run quickstart --learning-rate 1e-3,3e-4 --metrics dormant,srank,weight_sv
   plax run permuted-mnist --data-dir ~/tensorflow_datasets
-  plax run cheetah-quick                     # continual RL: SAC on HalfCheetah (MJX), CPU-sized
+  plax run cheetah-quick                     # continual RL: SAC on HalfCheetah, CPU-sized
   plax run halfcheetah-dynamics --num-envs 512   # GPU-sized RL preset
   plax report runs/demo
   plax data prepare mnist --data-dir ~/tensorflow_datasets
