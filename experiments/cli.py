@@ -55,6 +55,10 @@ def _field_help(name: str) -> str:
         default = ",".join(map(str, default))
     text += f" (default {default!r}"
     text += "; comma list, vmapped)" if f.metadata["vmapped"] else ")"
+    rl = RL_FIELDS.get(name)
+    if name in FIELDS and rl is not None and rl.metadata["choices"] not in (
+            None, f.metadata["choices"]):
+        text += f"; RL presets: {rl.metadata['help']} {{{', '.join(rl.metadata['choices'])}}}"
     return text.replace("%", "%%")  # argparse formats help strings with %
 
 
