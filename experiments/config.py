@@ -35,8 +35,19 @@ def _f(default, help, choices=None, vmapped=False, **kw):
     return field(default=default, metadata=meta, **kw)
 
 
+class ConfigMethods:
+    """What supervised and RL configs share: the vmapped grid and a plain dict."""
+
+    def hparam_grid(self) -> dict[str, tuple]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.metadata["vmapped"]}
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 @dataclass(frozen=True)
-class Config:
+class Config(ConfigMethods):
     # What to train on.
     dataset: str = _f("digits", "image data set", DATASETS)
     family: str = _f("reshuffled", "how tasks differ: pixel permutation, label permutation, "
@@ -95,13 +106,6 @@ class Config:
                       "(see `plax list`); empty for none")
     dormant_tau: float = _f(0.025, "τ of the dormant-unit probe (Sokar et al. 2023: 0.025; 0.1 "
                             "at high replay ratios)")
-
-    def hparam_grid(self) -> dict[str, tuple]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.metadata["vmapped"]}
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     def describe(self) -> str:
         return (f"{self.family} {self.dataset}, {self.num_tasks} tasks × {self.steps_per_task} "

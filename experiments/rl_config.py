@@ -16,7 +16,7 @@ from continual.optimizers import OPTIMIZERS
 from continual.replay import EVICTIONS, SAMPLINGS
 from continual.runner import MODES
 from continual.sac import TARGET_AGGS
-from experiments.config import ConfigError, _f
+from experiments.config import ConfigError, ConfigMethods, _f
 from metrics.hooks import parse_metrics
 from plasticity.activations import ACTIVATIONS
 from plasticity.networks import NETWORKS
@@ -25,7 +25,7 @@ from tasks.brax_envs import BACKENDS, ENVS, FAMILIES, KINDS
 
 
 @dataclass(frozen=True)
-class RLConfig:
+class RLConfig(ConfigMethods):
     # What to train on.
     env: str = _f("halfcheetah", "Brax environment", tuple(ENVS))
     family: str = _f("objectives", "how tasks differ: objective (run direction, target "
@@ -104,13 +104,6 @@ class RLConfig:
     metrics: str = _f("", "diagnostics per log interval on actor and critic, comma-separated "
                       "(see `plax list`)")
     dormant_tau: float = _f(0.025, "τ of the dormant-unit probe")
-
-    def hparam_grid(self) -> dict[str, tuple]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.metadata["vmapped"]}
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     @property
     def num_tasks(self) -> int:
