@@ -58,6 +58,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
+from continual.runner import over_runs  # noqa: E402
 from experiments.config import from_preset  # noqa: E402
 from metrics import diagnostics as D  # noqa: E402
 from metrics import hooks  # noqa: E402
@@ -84,7 +85,7 @@ def gram_eigvalsh_with_vectors(a):
 
 
 def compiled_run(p: C.Pieces):
-    fn = jax.jit(jax.vmap(p.train.run, in_axes=(0, 0, None, None)))
+    fn = jax.jit(over_runs(p.train.run, (0, 0, None, None)))
     start = time.perf_counter()
     compiled = fn.lower(p.keys, p.hparams, p.tasks.data, p.tasks.params).compile()
     compile_s = time.perf_counter() - start

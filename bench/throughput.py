@@ -4,7 +4,7 @@ What it measures, in one invocation and on the same stream and model:
 
 a. the machine's float32 matmul ceiling with jax (2048×2048 @ 2048×2048, jitted), in GFLOP/s,
    measured before and after the rest (the higher median is used as the ceiling);
-b. plax's sweep mode — ``jax.jit(jax.vmap(train.run))``, as ``continual.runner.execute(
+b. plax's sweep mode — ``jax.jit(over_runs(train.run))``, as ``continual.runner.execute(
    mode="sweep")`` builds it — against the same training step driven by a Python loop (one jitted
    call per step: sampling + learner update, vmapped over runs; then one jitted call per log point
    that evaluates every task), in wall seconds, analytic GFLOP/s and % of the ceiling. A single
@@ -17,7 +17,10 @@ d. a plain PyTorch loop of the same MLP (Adam, cross-entropy, same batch size, s
    Needs ``.venv/bin/pip install torch==2.13.0`` (``pip install -e .[bench]``); skipped without it.
 
 e. where one matrix-bound training step's time goes: the bare forward/backward matmuls, the
-   learner update on a fixed batch, + sampling (= the loop's step; jitted scans).
+   learner update on a fixed batch, + sampling (= the loop's step; jitted scans); the same for
+   one log point's evaluation of every task (bare forward matmuls, ``learner.evaluate`` on
+   prebuilt batches, + building them); and the whole run's bound if steps and evaluations ran
+   their bare matmuls only.
 
 Two sizes: *matrix-bound* — the ``permuted-mnist`` preset's shape (MLP 784-256-256-10, batch 128,
 10 tasks × 500 steps, log every 100, 1000 evaluation examples per task) on random uint8 28×28 data
@@ -56,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from continual.loop import Carry  # noqa: E402
-from continual.runner import execute, run_keys  # noqa: E402
+from continual.runner import execute, over_runs, run_keys  # noqa: E402
 from experiments.config import from_preset  # noqa: E402
 from experiments.experiment import build  # noqa: E402
 from tasks.base import task_slice  # noqa: E402
@@ -113,7 +116,7 @@ def compile_sweep(p: C.Pieces, keys=None, hparams=None):
     """The program ``execute(mode="sweep")`` runs, compiled ahead of time (seconds returned)."""
     keys = p.keys if keys is None else keys
     hparams = p.hparams if hparams is None else hparams
-    fn = jax.jit(jax.vmap(p.train.run, in_axes=(0, 0, None, None)))
+    fn = jax.jit(over_runs(p.train.run, (0, 0, None, None)))
     start = time.perf_counter()
     compiled = fn.lower(keys, hparams, p.tasks.data, p.tasks.params).compile()
     return compiled, time.perf_counter() - start
@@ -151,18 +154,18 @@ def make_python_loop(p: C.Pieces):
 
     data, params, keys, hparams = p.tasks.data, p.tasks.params, p.keys, p.hparams
     start = time.perf_counter()
-    init_c = (jax.jit(jax.vmap(train.init, in_axes=(0, 0, None, None)))
+    init_c = (jax.jit(over_runs(train.init, (0, 0, None, None)))
               .lower(keys, hparams, data, params).compile())
     carry0, _ = init_c(keys, hparams, data, params)
     t0 = jnp.int32(0)
-    between_c = (jax.jit(jax.vmap(train.between_tasks, in_axes=(0, None, 0, None, None)),
+    between_c = (jax.jit(over_runs(train.between_tasks, (0, None, 0, None, None)),
                          donate_argnums=0)
                  .lower(carry0, t0, hparams, data, params).compile())
     slice_c = jax.jit(task_slice).lower(params, t0).compile()
     task0 = slice_c(params, t0)
-    step_c = (jax.jit(jax.vmap(step, in_axes=(0, None, 0, None)), donate_argnums=0)
+    step_c = (jax.jit(over_runs(step, (0, None, 0, None)), donate_argnums=0)
               .lower(carry0, task0, hparams, data).compile())
-    eval_c = (jax.jit(jax.vmap(evaluate, in_axes=(0, None, None)))
+    eval_c = (jax.jit(over_runs(evaluate, (0, None, None)))
               .lower(carry0.state, data, params).compile())
     compile_s = time.perf_counter() - start
     t_dev = [jnp.int32(t) for t in range(num_tasks)]
@@ -343,6 +346,55 @@ def step_breakdown(p: C.Pieces, steps: int, repeats: int) -> list[dict]:
                  gflops=flop / (C.median(ts) / steps) / 1e9) for name, ts in times.items()]
 
 
+def eval_breakdown(p: C.Pieces, evals: int, repeats: int) -> list[dict]:
+    """Per-call cost of cumulative pieces of one log point's evaluation of every task (what
+    ``continual.loop``'s ``measure`` runs), each a jitted scan of ``evals`` calls whose parameters
+    change every call (so nothing is hoisted out of the scan): the bare forward matmuls + ReLU of
+    all tasks' examples as one ``[T*E, D]`` batch, ``learner.evaluate`` on prebuilt batches, +
+    building them (``tasks.eval_batch``: gather, permute, normalise = the loop's evaluation)."""
+    learner, tasks = p.learner, p.tasks
+    hp = jax.tree.map(lambda a: a[0], p.hparams)
+    state = learner.init(jax.random.key(0), hp)
+    data, params = tasks.data, tasks.params
+    batches = jax.jit(jax.vmap(tasks.eval_batch, in_axes=(None, 0)))(data, params)
+    widths = C.mlp_widths(p.cfg, p.tasks)
+    ws = [jnp.full((a, b), 0.01, jnp.float32) for a, b in zip(widths[:-1], widths[1:])]
+    x2d = batches.x.reshape(-1, widths[0])
+
+    def bump(i):  # a per-call change, so that XLA cannot hoist the evaluation out of the scan
+        return state._replace(params=jax.tree.map(lambda a: a * (1 + 1e-7 * i), state.params))
+
+    def matmuls(i, x2d):
+        h = x2d * (1 + 1e-7 * i)
+        for w in ws:
+            h = jnp.maximum(h @ w, 0.0)
+        return jnp.sum(h)
+
+    def prebuilt(i, batches):
+        s = bump(i)
+        return jnp.sum(jax.vmap(lambda b: learner.evaluate(s, b)["acc"])(batches))
+
+    def built(i, data, params):
+        s = bump(i)
+        return jnp.sum(jax.vmap(lambda t: learner.evaluate(s, tasks.eval_batch(data, t))["acc"])(
+            params))
+
+    pieces = {"matmuls + ReLU only (all tasks, one batch)": (matmuls, (x2d,)),
+              "learner.evaluate, prebuilt batches": (prebuilt, (batches,)),
+              "+ tasks.eval_batch (gather, permute) = loop's evaluation": (built, (data, params))}
+    calls = {}
+    for name, (body, args) in pieces.items():
+        f = jax.jit(lambda *a, body=body: jax.lax.scan(
+            lambda c, i: (c + body(i, *a), None), 0.0, jnp.arange(evals, dtype=jnp.float32))[0])
+        f = f.lower(*args).compile()
+        calls[name] = lambda f=f, args=args: C.block(f(*args))
+    times = C.interleaved(calls, repeats, warmup=1)
+    rows_per_eval = int(x2d.shape[0])  # T * E (padded rows are computed too)
+    flop = 2 * rows_per_eval * C.sum_in_out(widths)
+    return [dict(piece=name, ms_per_call=1e3 * C.median(ts) / evals,
+                 gflops=flop / (C.median(ts) / evals) / 1e9) for name, ts in times.items()]
+
+
 # --------------------------------------------------------------------------------------------
 # The benchmark
 # --------------------------------------------------------------------------------------------
@@ -500,6 +552,8 @@ def main(argv=None) -> int:
 
     log("step breakdown (matrix-bound, 1 run)")
     breakdown = step_breakdown(sizes[0][1], 100 if args.quick else 300, repeats)
+    log("evaluation breakdown (matrix-bound, 1 run)")
+    eval_pieces = eval_breakdown(sizes[0][1], 3 if args.quick else 10, repeats)
 
     log("matmul ceiling again")
     ceil_after, _, mm_times_after = jax_matmul_gflops(mat_n, 10)
@@ -545,6 +599,27 @@ def main(argv=None) -> int:
         r["pct_ceiling"] = 100.0 * r["gflops"] / ceiling
         bt.add(r["piece"], r["ms_per_step"], r["gflops"], r["pct_ceiling"])
     print(bt.render())
+    print()
+    print("(e) where one matrix-bound log point's evaluation of every task goes (1 run, jitted "
+          "scan, per call; GFLOP/s = 2*T*E*S per call / time):")
+    et = C.Table(["cumulative piece", "ms/call", "GFLOP/s", "% ceil"])
+    for r in eval_pieces:
+        r["pct_ceiling"] = 100.0 * r["gflops"] / ceiling
+        et.add(r["piece"], r["ms_per_call"], r["gflops"], r["pct_ceiling"])
+    print(et.render())
+    # The whole run is its steps and its log points' evaluations: if each ran only its bare
+    # matmuls, this is the share of the ceiling the run would reach (the bound on this machine
+    # without faster matmul kernels).
+    mcfg = matrix_cfg
+    n_steps = mcfg.num_tasks * mcfg.steps_per_task
+    n_evals = 1 + mcfg.num_tasks * (mcfg.steps_per_task // mcfg.log_every)
+    bound_s = 1e-3 * (n_steps * breakdown[0]["ms_per_step"] + n_evals * eval_pieces[0]["ms_per_call"])
+    parts_s = 1e-3 * (n_steps * breakdown[-1]["ms_per_step"] + n_evals * eval_pieces[-1]["ms_per_call"])
+    mat_row = results["matrix-bound"]["plax sweep (compiled loop)"]
+    bound_pct = 100.0 * mat_row["gflop"] / bound_s / ceiling
+    print(f"whole matrix-bound run: {n_steps} steps x loop step + {n_evals} x loop evaluation = "
+          f"{parts_s:.2f} s (measured sweep {mat_row['wall_s']:.2f} s); with bare matmuls only "
+          f"{bound_s:.2f} s = {bound_pct:.1f}% of the ceiling (the bound without faster kernels)")
     print()
 
     # Targets.
@@ -598,6 +673,7 @@ def main(argv=None) -> int:
                                 matrix_seeds=matrix_seeds_cfg.to_dict()),
                    targets=[dict(target=n, measured=m, met=ok) for n, m, ok in verdicts],
                    checks=checks, rows=rows, step_breakdown=breakdown,
+                   eval_breakdown=eval_pieces, bare_matmul_bound_pct=bound_pct,
                    total_s=total)
         Path(args.json).write_text(json.dumps(out, indent=1, default=str))
     return 0

@@ -74,17 +74,35 @@ def to_host(tree: Any, runs: int) -> Any:
     return jax.tree.map(lambda a: np.asarray(a)[:runs], jax.device_get(tree))
 
 
+def over_runs(fn: Callable, in_axes: tuple) -> Callable:
+    """``jax.vmap(fn, in_axes)`` over the leading run axis, except that a single run (known at
+    trace time) calls ``fn`` unbatched and adds the axis back. Why: with a batch of one, XLA on
+    CPU computed the weight gradients transposed and copied them back every step; the
+    unbatched program ran a one-seed ``permuted-mnist`` sweep ~10% faster (same results up to
+    float reassociation)."""
+    batched = jax.vmap(fn, in_axes=in_axes)
+
+    def call(*args):
+        run_axes = [a for a, axis in zip(args, in_axes) if axis == 0]
+        if {leaf.shape[0] for leaf in jax.tree.leaves(run_axes)} != {1}:
+            return batched(*args)
+        one = [jax.tree.map(lambda a: a[0], a) if axis == 0 else a
+               for a, axis in zip(args, in_axes)]
+        return jax.tree.map(lambda a: a[None], fn(*one))
+
+    return call
+
+
 @functools.lru_cache(maxsize=16)
 def compiled(train: Train, mode: str) -> tuple:
-    """The jitted, run-vmapped functions of ``train`` for ``mode``, cached per ``train`` so that
-    executing it again (a new task sequence of the same shapes, a resumed run) reuses the
-    compilation instead of tracing anew."""
-    vmapped = lambda fn, axes: jax.vmap(fn, in_axes=axes)  # noqa: E731
+    """The jitted, run-vmapped functions of ``train`` for ``mode`` (see :func:`over_runs`),
+    cached per ``train`` so that executing it again (a new task sequence of the same shapes, a
+    resumed run) reuses the compilation instead of tracing anew."""
     if mode == "sweep":
-        return (jax.jit(vmapped(train.run, (0, 0, None, None))),)
-    return (jax.jit(vmapped(train.init, (0, 0, None, None))),
-            jax.jit(vmapped(train.between_tasks, (0, None, 0, None, None)), donate_argnums=0),
-            jax.jit(vmapped(train.run_interval, (0, None, 0, None, None)), donate_argnums=0))
+        return (jax.jit(over_runs(train.run, (0, 0, None, None))),)
+    return (jax.jit(over_runs(train.init, (0, 0, None, None))),
+            jax.jit(over_runs(train.between_tasks, (0, None, 0, None, None)), donate_argnums=0),
+            jax.jit(over_runs(train.run_interval, (0, None, 0, None, None)), donate_argnums=0))
 
 
 def execute(train: Train, keys: jax.Array, hparams: Any, data: Any, task_params: Any, *,

