@@ -592,8 +592,8 @@ def main(argv=None) -> int:
     print(table.render())
     print()
 
-    print(f"(e) where a matrix-bound training step's time goes (1 run, jitted scan, per step; "
-          f"GFLOP/s = 6*B*S per step / time):")
+    print("(e) where a matrix-bound training step's time goes (1 run, jitted scan, per step; "
+          "GFLOP/s = 6*B*S per step / time):")
     bt = C.Table(["cumulative piece", "ms/step", "GFLOP/s", "% ceil"])
     for r in breakdown:
         r["pct_ceiling"] = 100.0 * r["gflops"] / ceiling
@@ -613,8 +613,11 @@ def main(argv=None) -> int:
     mcfg = matrix_cfg
     n_steps = mcfg.num_tasks * mcfg.steps_per_task
     n_evals = 1 + mcfg.num_tasks * (mcfg.steps_per_task // mcfg.log_every)
-    bound_s = 1e-3 * (n_steps * breakdown[0]["ms_per_step"] + n_evals * eval_pieces[0]["ms_per_call"])
-    parts_s = 1e-3 * (n_steps * breakdown[-1]["ms_per_step"] + n_evals * eval_pieces[-1]["ms_per_call"])
+    def run_seconds(step_piece: dict, eval_piece: dict) -> float:
+        return 1e-3 * (n_steps * step_piece["ms_per_step"] + n_evals * eval_piece["ms_per_call"])
+
+    bound_s = run_seconds(breakdown[0], eval_pieces[0])
+    parts_s = run_seconds(breakdown[-1], eval_pieces[-1])
     mat_row = results["matrix-bound"]["plax sweep (compiled loop)"]
     bound_pct = 100.0 * mat_row["gflop"] / bound_s / ceiling
     print(f"whole matrix-bound run: {n_steps} steps x loop step + {n_evals} x loop evaluation = "

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from continual.loop import LoopSpec, Train
+from continual.loop import LoopSpec
 from continual.runner import execute, over_runs, run_keys
 from experiments.config import Config
 from experiments.experiment import build
