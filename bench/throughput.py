@@ -592,27 +592,27 @@ def main(argv=None) -> int:
     print(table.render())
     print()
 
-    print("(e) where a matrix-bound training step's time goes (1 run, jitted scan, per step; "
-          "GFLOP/s = 6*B*S per step / time):")
-    bt = C.Table(["cumulative piece", "ms/step", "GFLOP/s", "% ceil"])
-    for r in breakdown:
-        r["pct_ceiling"] = 100.0 * r["gflops"] / ceiling
-        bt.add(r["piece"], r["ms_per_step"], r["gflops"], r["pct_ceiling"])
-    print(bt.render())
-    print()
-    print("(e) where one matrix-bound log point's evaluation of every task goes (1 run, jitted "
-          "scan, per call; GFLOP/s = 2*T*E*S per call / time):")
-    et = C.Table(["cumulative piece", "ms/call", "GFLOP/s", "% ceil"])
-    for r in eval_pieces:
-        r["pct_ceiling"] = 100.0 * r["gflops"] / ceiling
-        et.add(r["piece"], r["ms_per_call"], r["gflops"], r["pct_ceiling"])
-    print(et.render())
+    pieces_tables = [
+        ("(e) where a matrix-bound training step's time goes (1 run, jitted scan, per step; "
+         "GFLOP/s = 6*B*S per step / time):", breakdown, "ms_per_step", "ms/step"),
+        ("(e) where one matrix-bound log point's evaluation of every task goes (1 run, jitted "
+         "scan, per call; GFLOP/s = 2*T*E*S per call / time):", eval_pieces, "ms_per_call",
+         "ms/call")]
+    for title, pieces, ms_key, ms_label in pieces_tables:
+        print(title)
+        pt = C.Table(["cumulative piece", ms_label, "GFLOP/s", "% ceil"])
+        for r in pieces:
+            r["pct_ceiling"] = 100.0 * r["gflops"] / ceiling
+            pt.add(r["piece"], r[ms_key], r["gflops"], r["pct_ceiling"])
+        print(pt.render())
+        print()
     # The whole run is its steps and its log points' evaluations: if each ran only its bare
     # matmuls, this is the share of the ceiling the run would reach (the bound on this machine
     # without faster matmul kernels).
     mcfg = matrix_cfg
     n_steps = mcfg.num_tasks * mcfg.steps_per_task
     n_evals = 1 + mcfg.num_tasks * (mcfg.steps_per_task // mcfg.log_every)
+
     def run_seconds(step_piece: dict, eval_piece: dict) -> float:
         return 1e-3 * (n_steps * step_piece["ms_per_step"] + n_evals * eval_piece["ms_per_call"])
 
