@@ -1,0 +1,73 @@
+"""Pinned outputs: small versions of the presets give exactly the numbers recorded before the
+learner-kind redesign (issue 11), bit for bit on the CPU.
+
+``pinned_outputs.json`` was written by the code before the redesign
+(``PLAX_PIN_WRITE=1 pytest tests/experiments/test_pinned_outputs.py``); the test compares every
+per-run summary number, a few entries of the R (or return) matrix, and a hash of the whole
+table's values. Regenerate it only for an intended change of the numbers, and say so.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import experiment
+from experiments.config import from_preset
+from metrics import results
+
+PINNED = Path(__file__).with_name("pinned_outputs.json")
+
+SUPERVISED_SMALL = dict(num_tasks=3, steps_per_task=40, log_every=20, seeds=2, hidden=(16,),
+                        eval_examples=64, probe_examples=16, mode="sweep")
+CASES = {
+    "quickstart": ("quickstart", dict(SUPERVISED_SMALL, metrics="dormant,srank")),
+    "plasticity-digits": ("plasticity-digits",
+                          dict(SUPERVISED_SMALL, random_label_examples=64, reset="redo",
+                               reset_every=20, regularizer="l2_init", metrics="effective_rank")),
+    "split-synthetic": ("split-mnist",
+                        dict(SUPERVISED_SMALL, dataset="synthetic", num_tasks=5,
+                             replay_capacity=32, metrics="weight_sv")),
+    "cheetah-quick": ("cheetah-quick", None),  # the shared tiny RL program (conftest.RL_TINY)
+}
+
+
+def _outputs(table) -> dict:
+    per_run = results.summarize_runs(table)
+    R, _ = results.r_matrix(table)
+    keys = ["run", "task", "step", "metric", "layer", "eval_task"]
+    ordered = table.sort_values(keys, kind="stable")
+    digest = hashlib.sha256(np.ascontiguousarray(ordered["value"].to_numpy(np.float64))
+                            .tobytes()).hexdigest()
+    numeric = per_run.select_dtypes("number").drop(columns=["seed"], errors="ignore")
+    return {"summary": {f"{run}/{col}": (None if pd.isna(v) else float(v))
+                        for run, row in numeric.iterrows() for col, v in row.items()},
+            "R": [[float(x) for x in R[r, :, 0]] + [float(R[r, -1, -1])]
+                  for r in range(R.shape[0])],
+            "rows": len(table), "values_sha256": digest}
+
+
+def _run(case: str, rl_tiny: dict) -> dict:
+    preset, overrides = CASES[case]
+    cfg = from_preset(preset, **(rl_tiny if overrides is None else overrides))
+    table, _, _ = experiment.run(experiment.build(cfg), progress=False)
+    return _outputs(table)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_small_presets_give_the_pinned_numbers_bit_for_bit(case, rl_tiny):
+    got = _run(case, rl_tiny)
+    if os.environ.get("PLAX_PIN_WRITE"):
+        pinned = json.loads(PINNED.read_text()) if PINNED.exists() else {}
+        pinned[case] = got
+        PINNED.write_text(json.dumps(pinned, indent=1, sort_keys=True) + "\n")
+    want = json.loads(PINNED.read_text())[case]
+    assert got["rows"] == want["rows"]
+    assert got["summary"] == want["summary"]
+    assert got["R"] == want["R"]
+    assert got["values_sha256"] == want["values_sha256"]
