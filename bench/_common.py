@@ -1,6 +1,6 @@
 """Shared helpers of the benchmarks in ``bench/`` (not part of the installed packages).
 
-* :func:`mirror_build` runs :func:`experiments.experiment.build` on a given
+* :func:`mirror_build` runs :func:`experiments.kinds.classifier.build` on a given
   :class:`~tasks.datasets.Dataset` (``build`` loads its data set by name, and MNIST may not be on
   disk) and also returns the learner, for the Python-loop driver;
 * :func:`mnist_shaped` is random uint8 data with MNIST's shapes (the cost is the same);
@@ -20,12 +20,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-import experiments.experiment as E
+import experiments.kinds.classifier as E
 from continual.classifier import Learner, make_classifier
 from continual.loop import LoopSpec, Train
 from continual.optimizers import HParams
 from continual.runner import run_keys
-from experiments.config import Config
+from experiments.kinds.classifier import ClassifierConfig as Config
 from metrics import hooks
 from plasticity.networks import make_network
 from tasks.base import TaskSequence
@@ -54,7 +54,7 @@ def mnist_shaped(n_train: int = 60000, n_test: int = 10000, seed: int = 0) -> Da
 
 
 def mirror_build(cfg: Config, dataset: Dataset | None = None) -> Pieces:
-    """:func:`experiments.experiment.build` itself, with ``dataset`` in place of
+    """:func:`experiments.kinds.classifier.build` itself, with ``dataset`` in place of
     ``load_dataset(cfg.dataset)`` (``build`` loads by name; the module-level name is swapped for
     the call), plus the learner it makes, rebuilt with the same calls for the Python loop."""
     if dataset is None:

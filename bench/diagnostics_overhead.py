@@ -59,7 +59,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 from continual.runner import over_runs  # noqa: E402
-from experiments.config import from_preset  # noqa: E402
+from experiments.registry import from_preset  # noqa: E402
 from metrics import diagnostics as D  # noqa: E402
 from metrics import hooks  # noqa: E402
 from plasticity.networks import layer_params  # noqa: E402

@@ -5,7 +5,7 @@ invocation and one process:
 
 * **stepping**: a compiled scan of ``--steps`` steps of ``--envs`` envs with uniform random
   actions and the loop's own auto-reset (the ceiling of the simulator alone);
-* **training**: one log interval of :func:`continual.rl_loop.make_rl_train` — acting with the
+* **training**: one log interval of :func:`continual.agents.make_rl_train` — acting with the
   SAC policy, replay insertion, ``--updates`` gradient updates per env step (batch
   ``--batch``, actor and critic ``--hidden``, 2 critics) — over the same number of steps, with
   evaluation shrunk to one 1-step episode so the interval is all training. Updates run from the
@@ -31,9 +31,9 @@ import jax
 import jax.numpy as jnp
 
 from continual.optimizers import HParams
-from continual.rl_loop import RLSpec, make_rl_train
-from continual.sac import SACSpec, make_sac
-from tasks import brax_envs
+from continual.agents import RLSpec, make_rl_train
+from continual.agents.sac import ReplaySpec, SACSpec, make_sac, make_sac_agent
+from tasks.envs import brax as brax_envs
 from tasks.base import task_slice
 
 
@@ -66,11 +66,13 @@ def stepping(seq, envs: int, steps: int, episode_length: int):
 def training(seq, envs: int, steps: int, episode_length: int, updates: int, batch: int,
              hidden: tuple):
     """One training interval of the RL loop, as ``fn(carry) -> carry`` plus its first carry."""
-    agent = make_sac(SACSpec(hidden=hidden), seq.observation_size, seq.action_size)
+    sac = make_sac(SACSpec(hidden=hidden), seq.observation_size, seq.action_size)
+    replay = ReplaySpec(batch_size=batch, capacity=max(envs * steps, batch), min_replay=batch,
+                        val_every=0, q_bias_keep=1)
+    agent = make_sac_agent(sac, replay, seq.observation_size, seq.action_size)
     spec = RLSpec(num_envs=envs, steps_per_task=steps, log_every=steps,
-                  episode_length=episode_length, updates_per_step=updates, batch_size=batch,
-                  replay_capacity=max(envs * steps, batch), min_replay=batch, val_every=0,
-                  eval_envs=1, eval_length=1, q_bias_keep=1, probe_examples=8)
+                  episode_length=episode_length, updates_per_step=updates, eval_envs=1,
+                  eval_length=1, probe_examples=8)
     train = make_rl_train(spec, agent, seq)
     hp = HParams.defaults(learning_rate=3e-4)
     carry, _ = jax.jit(train.init)(jax.random.key(0), hp, (), seq.params)

@@ -32,8 +32,8 @@ DEVICE_SCRIPT = textwrap.dedent("""
     import json, statistics, sys, time
     import jax, numpy as np
     from continual.runner import execute, run_keys, run_mesh
-    from experiments.config import from_preset
-    from experiments.experiment import build
+    from experiments.registry import from_preset
+    from experiments.registry import build
     runs, tasks, repeats = (int(a) for a in sys.argv[1:4])
     exp = build(from_preset("quickstart", seeds=runs, num_tasks=tasks, mode="sweep"))
     args = (exp.train, run_keys(np.arange(runs)), exp.hparams, exp.tasks.data, exp.tasks.params)
@@ -69,8 +69,9 @@ def device_rows(runs: int, tasks: int, repeats: int) -> list[dict]:
 def checkpoint_rows(tasks: int, repeats: int) -> dict:
     """Chunked quickstart with and without a checkpoint at every task boundary."""
     from continual.checkpoint import Checkpointer
-    from experiments.config import from_preset
-    from experiments.experiment import build, run
+    from experiments.registry import from_preset
+    from experiments.experiment import run
+    from experiments.registry import build
 
     exp = build(from_preset("quickstart", num_tasks=tasks))
     run(exp, progress=False)  # compile once

@@ -60,8 +60,8 @@ import _common as C  # noqa: E402
 
 from continual.loop import Carry  # noqa: E402
 from continual.runner import execute, over_runs, run_keys  # noqa: E402
-from experiments.config import from_preset  # noqa: E402
-from experiments.experiment import build  # noqa: E402
+from experiments.registry import from_preset  # noqa: E402
+from experiments.registry import build  # noqa: E402
 from tasks.base import task_slice  # noqa: E402
 
 # Donated carries that XLA cannot reuse on CPU only warn.

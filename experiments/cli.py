@@ -18,9 +18,8 @@ import textwrap
 from pathlib import Path
 
 from continual.checkpoint import CheckpointError
-from experiments.config import (FIELDS, PRESETS, ConfigError, all_fields, from_preset,
-                                parse_value, preset_names)
-from experiments.rl_config import RL_FIELDS, RL_PRESETS
+from experiments import registry
+from experiments.config import ConfigBase, ConfigError
 
 _EPILOG = """\
 examples:
@@ -45,20 +44,36 @@ def _option(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, tuple) else repr(value)
+
+
 def _field_help(name: str) -> str:
-    f = all_fields()[name]
-    text = f.metadata["help"]
-    if f.metadata["choices"]:
-        text += f" {{{', '.join(map(str, f.metadata['choices']))}}}"
-    default = f.default
-    if isinstance(default, tuple):
-        default = ",".join(map(str, default))
-    text += f" (default {default!r}"
-    text += "; comma list, vmapped)" if f.metadata["vmapped"] else ")"
-    rl = RL_FIELDS.get(name)
-    if name in FIELDS and rl is not None and rl.metadata["choices"] not in (
-            None, f.metadata["choices"]):
-        text += f"; RL presets: {rl.metadata['help']} {{{', '.join(rl.metadata['choices'])}}}"
+    """The option's help: one text where every kind declares the field alike (shared fields),
+    each kind's own text where they differ; the default per kind where those differ."""
+    kinds = registry.kinds_with(name)
+    declared = [(k, k.config.fields()[name]) for k in kinds]
+
+    def described(f) -> str:
+        text = f.metadata["help"]
+        if f.metadata["choices"]:
+            text += f" {{{', '.join(map(str, f.metadata['choices']))}}}"
+        return text
+
+    texts = {described(f) for _, f in declared}
+    defaults = {_shown(f.default) for _, f in declared}
+    if len(texts) == 1:
+        text = texts.pop()
+        if len(defaults) == 1:
+            text += f" (default {defaults.pop()}"
+        else:
+            text += " (default " + ", ".join(f"{k.label} {_shown(f.default)}"
+                                             for k, f in declared)
+    else:
+        text = "; ".join(f"{k.label}: {described(f)} (default {_shown(f.default)})"
+                         for k, f in declared)
+        text += " ("
+    text += "; comma list, vmapped)" if declared[0][1].metadata["vmapped"] else ")"
     return text.replace("%", "%%")  # argparse formats help strings with %
 
 
@@ -77,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
             Every config field below overrides the preset's value."""),
         epilog=_presets_text())
     run.add_argument("preset", nargs="?", default="quickstart",
-                     help=f"one of: {', '.join(preset_names())} (default quickstart)")
+                     help=f"one of: {', '.join(registry.preset_names())} (default quickstart)")
     run.add_argument("--out", help="run directory (default runs/<preset>-<time>)")
     run.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     run.add_argument("--no-plots", action="store_true", help="skip drawing plots")
@@ -101,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
             intervals over seeds. Diverged runs are reported and excluded from the ranking."""),
         epilog="example:\n  plax compare quickstart --grid activation=relu,crelu "
                "optimizer=adam,sgd --seeds 5")
-    cmp.add_argument("preset", help=f"one of: {', '.join(preset_names())}")
+    cmp.add_argument("preset", help=f"one of: {', '.join(registry.preset_names())}")
     cmp.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2",
                      help="config fields and the values to try")
     cmp.add_argument("--one-at-a-time", action="store_true",
@@ -146,26 +161,32 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _presets_text() -> str:
-    return ("supervised presets:\n" + "\n".join(f"  {n:22s}{d}" for n, (d, _) in PRESETS.items())
-            + "\n\ncontinual RL presets (SAC on Brax/MJX):\n"
-            + "\n".join(f"  {n:22s}{d}" for n, (d, _) in RL_PRESETS.items()))
+    return "\n\n".join(f"{kind.title}:\n" + "\n".join(f"  {n:22s}{d}"
+                                                      for n, (d, _) in kind.presets.items())
+                       for kind in registry.KINDS.values())
 
 
 def _add_overrides(parser, suffix: str = "") -> None:
-    """One option per config field: the supervised ones, then those only RL presets have."""
-    groups = (("config overrides" + suffix, FIELDS),
-              ("RL config overrides (RL presets only; shared names above apply to both)"
-               + suffix, {n: f for n, f in RL_FIELDS.items() if n not in FIELDS}))
-    for title, fields in groups:
+    """One option per config field: those every kind shares, then each kind's own."""
+    shared = ConfigBase.fields()
+    groups = [("options of every kind" + suffix, list(shared))]
+    seen = set(shared)
+    for kind in registry.KINDS.values():
+        own = [n for n in kind.config.fields() if n not in seen]
+        seen.update(own)
+        groups.append((f"{kind.label} options ({kind.name}: "
+                       f"{', '.join(kind.presets)}){suffix}", own))
+    for title, names in groups:
         group = parser.add_argument_group(title)
-        for name in fields:
+        for name in names:
             group.add_argument(_option(name), dest=f"cfg_{name}", metavar="VALUE",
                                help=_field_help(name))
 
 
 def _overrides(args) -> dict:
-    return {name: parse_value(name, getattr(args, f"cfg_{name}"))
-            for name in all_fields() if getattr(args, f"cfg_{name}") is not None}
+    preset = getattr(args, "preset", None)
+    return {name: registry.parse_override(name, getattr(args, f"cfg_{name}"), preset)
+            for name in registry.all_fields() if getattr(args, f"cfg_{name}") is not None}
 
 
 def _check_out(out: Path, force: bool) -> None:
@@ -185,11 +206,11 @@ def resolve_run(args) -> tuple:
             raise ConfigError(f"--resume {out}: no config.json there; is it a plax run directory?")
         if _overrides(args):
             raise ConfigError("--resume takes the saved config; config overrides are not allowed")
-        cfg, preset = experiment.config_from_saved(json.loads(saved.read_text()))
+        cfg, preset = registry.config_from_saved(json.loads(saved.read_text()))
         return cfg, preset, out
     if args.keep_checkpoints < 0 or args.checkpoint_minutes < 0:
         raise ConfigError("--keep-checkpoints and --checkpoint-minutes must be >= 0")
-    cfg = from_preset(args.preset, **_overrides(args))
+    cfg = registry.from_preset(args.preset, **_overrides(args))
     out = Path(args.out) if args.out else experiment.default_run_dir(args.preset)
     _check_out(out, args.force)
     return cfg, args.preset, out
@@ -205,7 +226,7 @@ def _cmd_run(args) -> int:
     writer = is_writer()
     print(f"plax: {preset}: {cfg.describe()}, runs = {cfg.seeds} seeds × "
           f"{len(experiment.run_table(cfg)) // cfg.seeds} settings → {out}", flush=True)
-    exp = experiment.build(cfg)
+    exp = registry.build(cfg)
     meta = experiment.resolved_config(cfg, preset)
     checkpointer = None
     # Checkpoints hold each process's device state; across processes they are not supported yet.
@@ -258,10 +279,8 @@ def _print_summary(table, agg, per_run) -> None:
 def _cmd_compare(args) -> int:
     from experiments import compare, experiment
 
-    grid = compare.parse_grid(args.grid)
-    rank_by = args.rank_by or ("return_avg,plasticity_slope,forgetting_last"
-                               if args.preset in RL_PRESETS
-                               else "acc_avg,plasticity_slope,forgetting_max")
+    grid = compare.parse_grid(args.grid, args.preset)
+    rank_by = args.rank_by or ",".join(registry.kind_of_preset(args.preset).rank_by)
     metrics = [m.strip() for m in rank_by.split(",") if m.strip()]
     configs = compare.grid_configs(args.preset, grid, one_at_a_time=args.one_at_a_time,
                                    **_overrides(args))
@@ -324,16 +343,19 @@ def _cmd_list(_args) -> int:
 
     print(_presets_text())
     print("\nchoices:")
-    listed = [(n, f) for n, f in FIELDS.items()] + [
-        (f"{n} (RL)" if n in FIELDS else n, f) for n, f in RL_FIELDS.items()
-        if n not in FIELDS or f.metadata["choices"] != FIELDS[n].metadata["choices"]]
-    for name, f in listed:
-        if f.metadata["choices"]:
-            shown = (repr(c) if c == "" else str(c) for c in f.metadata["choices"])
-            print(f"  {name:18s}{', '.join(shown)}")
+    listed: dict[str, tuple] = {}
+    for kind in registry.KINDS.values():
+        for name, f in kind.config.fields().items():
+            choices = f.metadata["choices"]
+            if not choices or listed.get(name, choices) == choices and name in listed:
+                continue
+            label = name if name not in listed else f"{name} ({kind.label})"
+            listed.setdefault(name, choices)
+            shown = (repr(c) if c == "" else str(c) for c in choices)
+            print(f"  {label:18s}{', '.join(shown)}")
     print(f"  {'metrics':18s}{', '.join(metric_names())}")
     print("\nvmapped fields (comma lists, one compiled program): "
-          + ", ".join(n for n, f in all_fields().items() if f.metadata["vmapped"]))
+          + ", ".join(n for n, f in registry.all_fields().items() if f.metadata["vmapped"]))
     return 0
 
 
@@ -368,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     initialize_from_env()
     args, unknown = parser.parse_known_args(argv)
     if unknown:
-        valid = ", ".join(_option(n) for n in all_fields())
+        valid = ", ".join(_option(n) for n in registry.all_fields())
         parser.error(f"unknown option(s) {' '.join(unknown)}; valid config overrides: {valid}")
     commands = {"run": _cmd_run, "compare": _cmd_compare, "report": _cmd_report, "list": _cmd_list, "data": _cmd_data}
     if args.command is None:

@@ -7,13 +7,13 @@ program as extra runs. All runs go into one results table with a column per grid
 from __future__ import annotations
 
 import itertools
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from experiments import experiment
-from experiments.config import Config, ConfigError, all_fields, from_preset, parse_value
+from experiments import experiment, registry
+from experiments.config import ConfigError
 from metrics import continual, results
 
 # Which direction is better, for ranking.
@@ -23,28 +23,29 @@ HIGHER_IS_BETTER = {"acc_avg": True, "acc_online": True, "plasticity_first": Tru
                     "bwt_1step": True, "return_avg": True, "return_online": True}
 
 
-def parse_grid(items: Sequence[str]) -> dict[str, tuple]:
+def parse_grid(items: Sequence[str], preset: str | None = None) -> dict[str, tuple]:
     """``["activation=relu,crelu", "learning_rate=1e-3,1e-4"]`` → typed value tuples.
 
-    A vmapped field keeps its list as one value (it becomes runs of the same program)."""
+    A vmapped field keeps its list as one value (it becomes runs of the same program). Values
+    are read as the fields of ``preset``'s kind where given."""
     grid: dict[str, tuple] = {}
     for item in items:
         key, sep, values = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not values:
             raise ConfigError(f"grid entry {item!r} must look like key=value1,value2")
-        fields = all_fields()
+        fields = registry.all_fields()
         if key not in fields:
             raise ConfigError(f"unknown grid key {key!r}; valid: {', '.join(fields)}")
         if fields[key].metadata["vmapped"] or isinstance(fields[key].default, tuple):
-            grid[key] = (parse_value(key, values),)
+            grid[key] = (registry.parse_override(key, values, preset),)
         else:
-            grid[key] = tuple(parse_value(key, v) for v in values.split(","))
+            grid[key] = tuple(registry.parse_override(key, v, preset) for v in values.split(","))
     return grid
 
 
 def grid_configs(preset: str, grid: dict[str, tuple], *, one_at_a_time: bool = False,
-                 **overrides) -> list[tuple[dict, Config]]:
+                 **overrides) -> list[tuple[dict, Any]]:
     """One validated config per setting: every combination of the grid values, or with
     ``one_at_a_time`` the first value of every key as the baseline plus each other value of
     one key alone (an ablation: n₁ + n₂ + ... − k + 1 settings instead of n₁·n₂·...)."""
@@ -54,10 +55,11 @@ def grid_configs(preset: str, grid: dict[str, tuple], *, one_at_a_time: bool = F
         settings = [base] + [{**base, k: v} for k in keys for v in grid[k][1:]]
     else:
         settings = [dict(zip(keys, combo)) for combo in itertools.product(*grid.values())]
-    return [(setting, from_preset(preset, **{**overrides, **setting})) for setting in settings]
+    return [(setting, registry.from_preset(preset, **{**overrides, **setting}))
+            for setting in settings]
 
 
-def run_grid(configs: list[tuple[dict, Config]], *, progress: bool = True):
+def run_grid(configs: list[tuple[dict, Any]], *, progress: bool = True):
     """Runs every configuration; returns one table with a column per grid key (before ``task``,
     so they count as run configuration) and unique run ids across settings."""
     tables = []
@@ -65,7 +67,7 @@ def run_grid(configs: list[tuple[dict, Config]], *, progress: bool = True):
     for setting, cfg in configs:
         if progress:
             print("setting: " + ", ".join(f"{k}={v}" for k, v in setting.items()), flush=True)
-        table, _, _ = experiment.run(experiment.build(cfg), progress=progress)
+        table, _, _ = experiment.run(registry.build(cfg), progress=progress)
         table["run"] += offset
         offset = int(table["run"].max()) + 1
         for i, (key, value) in enumerate(setting.items()):

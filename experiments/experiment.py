@@ -1,29 +1,28 @@
-"""Builds everything once from a :class:`Config` and runs it for all runs at once."""
+"""What an experiment is, what builds one, and how it runs.
+
+* :class:`Kind` — a learner kind (the classifier, SAC, ...): its config class, presets and
+  ``build(config) -> Experiment``. Kinds live in ``experiments/kinds/`` (one module each) and are
+  found through :mod:`experiments.registry`; nothing here names one.
+* :class:`Experiment` — everything of one experiment, built once: the task sequence, the loop
+  (:class:`continual.loop.Train`), the run table and the runs' hyperparameters.
+* :func:`run` — executes all runs (:func:`continual.runner.execute`) and returns the tidy table.
+"""
 from __future__ import annotations
 
-import functools
 import itertools
 import time
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from continual.classifier import make_classifier
-from continual.interventions import InterventionSpec, make_intervention, with_intervention_state
-from continual.loop import LoopSpec, Train, make_train
+from continual.loop import Train
 from continual.optimizers import HParams
 from continual.runner import execute, run_keys
-from experiments.config import Config, validate
-from metrics import hooks
 from metrics import results
-from plasticity.networks import make_network
-from tasks.base import TaskSequence
-from tasks.datasets import load_dataset
-from tasks.supervised import make_stream
 
 
 class PartialRun(Exception):
@@ -36,15 +35,36 @@ class PartialRun(Exception):
 
 
 class Experiment(NamedTuple):
-    config: Config
-    tasks: TaskSequence
+    """Everything of one experiment, built once by its kind."""
+
+    config: Any         # the kind's config (a frozen :class:`experiments.config.ConfigBase`)
+    tasks: Any          # the task sequence: ``params`` with a leading task axis, shared ``data``
     train: Train
     runs: pd.DataFrame  # one row per run: seed and vmapped hyperparameters
     hparams: HParams    # leaves [R]
-    spec: LoopSpec
+    spec: Any           # the loop's static sizes (``intervals_per_task``)
+    # (host logs of one interval, task index) -> progress-bar fields, averaged over runs
+    progress: Callable[[dict, int], dict[str, str]]
 
 
-def run_table(cfg: Config) -> pd.DataFrame:
+class Kind(NamedTuple):
+    """A learner kind: one registered entry (:func:`experiments.registry.register`).
+
+    The CLI, validation, compare, results, checkpoints and reports reach a kind only through
+    this record. A new kind is one module with its config (a frozen dataclass deriving from
+    :class:`experiments.config.ConfigBase`, ``kind`` set to ``name``), its presets and ``build``;
+    its agent or learner lives in ``continual/``."""
+
+    name: str           # registry name, also ``config.kind``
+    label: str          # how messages name its presets ("supervised", "RL")
+    title: str          # heading of its presets in ``plax list`` and ``--help``
+    config: type        # the config dataclass
+    presets: dict       # name -> (description, field values)
+    build: Callable[[Any], Experiment]
+    rank_by: tuple[str, ...] = ("acc_avg", "plasticity_slope", "forgetting_max")
+
+
+def run_table(cfg) -> pd.DataFrame:
     """Runs are the product of hyperparameter lists and seeds (seeds vary fastest)."""
     grid = cfg.hparam_grid()
     seeds = range(cfg.seed, cfg.seed + cfg.seeds)
@@ -55,55 +75,12 @@ def run_table(cfg: Config) -> pd.DataFrame:
     return table[["seed", *grid]]
 
 
-def layer_order(network, tasks: TaskSequence) -> list[str]:
-    """Hidden layers (in forward order) then ``out``, read from the features the network
-    returns (shape-only evaluation, nothing computed)."""
-    x = jax.ShapeDtypeStruct((1, *tasks.input_shape), jnp.float32)
-    params = jax.eval_shape(network.init, jax.random.key(0))
-    features = jax.eval_shape(network.apply, params, x)[1]
-    return [*features, "out"]
-
-
-@functools.lru_cache(maxsize=4)
-def build(cfg) -> Experiment:
-    """Everything of one experiment, built once (an RL config builds an RL experiment).
-
-    Memoised per (frozen, hashable) config: running the same config again in one process (a
-    notebook, a test session) reuses the built loop and with it the compiled program
-    (:func:`continual.runner.compiled`), instead of tracing and compiling anew."""
-    from experiments.rl_config import RLConfig
-    if isinstance(cfg, RLConfig):
-        from experiments.rl_experiment import build_rl
-        return build_rl(cfg)
-    validate(cfg)
-    dataset = load_dataset(cfg.dataset, cfg.data_dir or None)
-    tasks = make_stream(dataset, cfg.family, cfg.num_tasks, classes_per_task=cfg.classes_per_task,
-                        eval_examples=cfg.eval_examples, probe_examples=cfg.probe_examples,
-                        task_seed=cfg.task_seed,
-                        random_label_examples=cfg.random_label_examples)
-    network = make_network(cfg.network, tasks.input_shape, tasks.num_classes, hidden=cfg.hidden,
-                           channels=cfg.channels, blocks=cfg.blocks, activation=cfg.activation,
-                           layer_norm=cfg.layer_norm)
-    diagnostics = hooks.parse_metrics(cfg.metrics, tau=cfg.dormant_tau)
-    learner = make_classifier(network, cfg.optimizer, setting=cfg.setting,
-                              regularizer=cfg.regularizer)
-    stats_update = make_classifier(
-        network, cfg.optimizer, setting=cfg.setting, regularizer=cfg.regularizer,
-        optimizer_stats=hooks.optimizer_stats).update if diagnostics.optimization else None
-    diagnose = hooks.make_diagnose(diagnostics.probes, cfg.activation)
-    order = layer_order(network, tasks)
-    ispec = InterventionSpec(cfg.reset, cfg.reset_every, cfg.reset_last_k, cfg.cbp_maturity,
-                             cfg.cbp_replacement_rate)
-    intervention = make_intervention(ispec, learner, order)
-    learner = with_intervention_state(learner, ispec, order)
-    spec = LoopSpec(cfg.steps_per_task, cfg.log_every, cfg.batch_size,
-                    replay_capacity=cfg.replay_capacity, replay_fraction=cfg.replay_fraction,
-                    intervention_every=1 if cfg.reset == "cbp" else cfg.reset_every)
-    train = make_train(spec, learner, tasks, diagnose, intervention, stats_update)
-    runs = run_table(cfg)
-    hparams = HParams(**{name: jnp.asarray(runs[name].to_numpy(), jnp.float32)
-                         for name in HParams._fields})
-    return Experiment(cfg, tasks, train, runs, hparams, spec)
+def hparams_of(runs: pd.DataFrame) -> HParams:
+    """The runs' hyperparameters as ``[R]`` arrays (a field the run table lacks takes
+    :meth:`HParams.defaults`)."""
+    return HParams(**{name: jnp.asarray(runs[name].to_numpy(), jnp.float32)
+                      if name in runs else jnp.full((len(runs),), value, jnp.float32)
+                      for name, value in HParams.defaults()._asdict().items()})
 
 
 def run(exp: Experiment, *, progress: bool = True, checkpointer=None,
@@ -133,13 +110,12 @@ def run(exp: Experiment, *, progress: bool = True, checkpointer=None,
         if bar is not None:
             if bar.n == 0 and (t, i) != (0, 0):
                 bar.update(t * intervals + i)
-            bar.set_postfix(task=t, **_progress(logs, t))
+            bar.set_postfix(task=t, **exp.progress(logs, t))
             bar.update(1)
 
     start = time.perf_counter()
     try:
-        logs0, logs = execute(exp.train, keys, exp.hparams, getattr(exp.tasks, "data", ()),
-                              exp.tasks.params,
+        logs0, logs = execute(exp.train, keys, exp.hparams, exp.tasks.data, exp.tasks.params,
                               num_tasks=cfg.num_tasks, intervals_per_task=intervals,
                               mode=cfg.mode, checkpointer=checkpointer,
                               checkpoint_seconds=checkpoint_seconds,
@@ -159,17 +135,6 @@ def run(exp: Experiment, *, progress: bool = True, checkpointer=None,
     wall = time.perf_counter() - start
     table = results.mark_diverged(results.to_frame(logs0, logs, exp.runs, cfg.log_every))
     return table, results.summarize_runs(table), wall
-
-
-def _progress(logs, t) -> dict[str, str]:
-    """Progress-bar fields of one interval's host logs, averaged over runs."""
-    mean = lambda x: f"{np.nanmean(np.asarray(x)):.3f}"  # noqa: E731
-    if "eval_acc" in logs:
-        return {"loss": mean(logs["train"]["train_loss"]),
-                "acc_current": mean(np.asarray(logs["eval_acc"])[:, t])}
-    episodes = np.asarray(logs["train"]["episode_return"])
-    return {"train_return": mean(episodes) if np.isfinite(episodes).any() else "-",
-            "eval_return_current": mean(np.asarray(logs["eval_return"])[:, t])}
 
 
 def fingerprint(cfg) -> str:
@@ -194,7 +159,7 @@ def _git_commit() -> str:
         return "unknown"
 
 
-def resolved_config(cfg: Config, preset: str) -> dict:
+def resolved_config(cfg, preset: str) -> dict:
     """Config plus provenance: package versions, Python, the git commit, the fingerprint."""
     import platform
     from importlib.metadata import version
@@ -205,15 +170,6 @@ def resolved_config(cfg: Config, preset: str) -> dict:
                          **{p: version(p) for p in packages}},
             "git_commit": _git_commit(),
             "devices": [str(d) for d in jax.devices()]}
-
-
-def config_from_saved(saved: dict) -> tuple[Config, str]:
-    """The :class:`Config` and preset of a saved ``config.json`` (for ``--resume``)."""
-    from experiments.rl_config import RLConfig, validate_rl
-    kind, check = (RLConfig, validate_rl) if "env" in saved else (Config, validate)
-    fields = {f: saved[f] for f in kind.__dataclass_fields__ if f in saved}
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-    return check(kind(**fields)), saved.get("preset", "quickstart")
 
 
 def default_run_dir(preset: str) -> Path:

@@ -4,10 +4,12 @@
 * ``accuracy_curves.png`` — accuracy on every task over training, task boundaries marked;
 * ``plasticity.png`` — accuracy on each task at the end of its own training (mean and 95% CI);
 * ``diagnostics.png`` — each diagnostic over training, per layer, mean and spread over seeds;
-* ``rl.png`` (RL runs) — training and evaluation returns, critic estimate vs Monte-Carlo return
-  and ``q_bias``, held-out vs training TD error, α, entropy and losses over environment steps.
+* the learner's own signals figure where its :class:`metrics.results.Readout` names one (RL:
+  ``rl.png`` — training and evaluation returns, critic estimate vs Monte-Carlo return and
+  ``q_bias``, held-out vs training TD error, α, entropy and losses over environment steps).
 
-For RL runs "accuracy" reads "return" throughout: the same plots over the return matrix.
+The table's readout (found from its performance metric) says what "accuracy" reads as: for RL
+runs "return" throughout, the same plots over the return matrix.
 """
 from __future__ import annotations
 
@@ -23,14 +25,7 @@ import pandas as pd  # noqa: E402
 from metrics import continual, results  # noqa: E402
 
 # Logged every interval but not diagnostics: plotted elsewhere or not at all.
-_NOT_DIAGNOSTICS = {"eval_acc", "train_acc", "eval_return", "nonfinite_steps", "nonfinite_loss",
-                    "nonfinite_params"}
-# RL quantities drawn in rl.png rather than among the per-layer diagnostics.
-RL_PANELS = (("episode_return", "eval_return_current"), ("q_estimate", "mc_return"),
-             ("q_bias", "q_bias_norm"), ("td_error_val", "td_error_train"), ("alpha",),
-             ("entropy",), ("critic_loss",), ("actor_loss",))
-_RL_SCALARS = {m for panel in RL_PANELS for m in panel} | {
-    "q_bias_abs", "q_bias_sq", "td_error_gap", "alpha_loss", "q_mean", "episodes"}
+_NOT_DIAGNOSTICS = {"nonfinite_steps", "nonfinite_loss", "nonfinite_params"}
 
 
 def setting_columns(df: pd.DataFrame) -> list[str]:
@@ -83,7 +78,7 @@ def plot_r_matrix(df: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), squeeze=False)
     for ax, (label, g) in zip(axes[0], groups):
         R, _ = results.r_matrix(g)
-        bounds = {} if results.is_rl(df) else {"vmin": 0, "vmax": 1}
+        bounds = {"vmin": 0, "vmax": 1} if results.readout(df).bounded else {}
         im = ax.imshow(np.nanmean(R, axis=0), cmap="viridis", aspect="auto", **bounds)
         ax.set_xlabel("evaluated task")
         ax.set_ylabel("after training task (0 = init)")
@@ -97,8 +92,8 @@ def plot_r_matrix(df: pd.DataFrame, path: Path) -> None:
 def plot_accuracy_curves(df: pd.DataFrame, path: Path) -> None:
     groups = _groups(df)[:6]
     fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.2 * len(groups)), squeeze=False)
-    ev = df[df["metric"] == results.performance_metric(df)]
-    rl = results.is_rl(df)
+    read = results.readout(df)
+    ev = df[df["metric"] == read.performance]
     for ax, (label, g) in zip(axes[:, 0], groups):
         g = ev[ev["run"].isin(g["run"].unique())]
         curves = g.groupby(["eval_task", "step"])["value"].mean().unstack(0)
@@ -106,9 +101,9 @@ def plot_accuracy_curves(df: pd.DataFrame, path: Path) -> None:
         for i, task in enumerate(curves.columns):
             ax.plot(curves.index, curves[task], color=cmap(i), lw=1.2, label=f"task {task}")
         _boundaries(ax, g)
-        if not rl:
+        if read.bounded:
             ax.set_ylim(-0.02, 1.02)
-        ax.set_xlabel("environment step" if rl else "gradient step")
+        ax.set_xlabel(read.step_unit)
         ax.set_ylabel(_performance_label(df))
         ax.set_title(label, fontsize=9)
         if curves.shape[1] <= 20:
@@ -137,23 +132,26 @@ def plot_plasticity(df: pd.DataFrame, path: Path) -> None:
 
 
 def _performance_label(df: pd.DataFrame) -> str:
-    return "return" if results.is_rl(df) else "accuracy"
+    return results.readout(df).label
 
 
 def diagnostic_metrics(df: pd.DataFrame) -> list[str]:
-    return sorted(set(df["metric"].unique()) - _NOT_DIAGNOSTICS - _RL_SCALARS)
+    read = results.readout(df)
+    return sorted(set(df["metric"].unique()) - _NOT_DIAGNOSTICS - read.signals
+                  - {read.performance, read.online})
 
 
-def plot_rl(df: pd.DataFrame, path: Path) -> None:
-    """RL training signals over environment steps, task boundaries marked: training-episode
-    and current-task evaluation return, critic estimate vs Monte-Carlo return and the bias
-    (``q_bias``), held-out vs training TD error, α, entropy and losses; mean and min–max over
-    seeds per setting."""
-    ev = df[(df["metric"] == "eval_return") & (df["step"] > 0)]
-    current = ev[ev["eval_task"] == ev["task"]].assign(metric="eval_return_current")
-    data = pd.concat([df[df["metric"].isin(_RL_SCALARS)], current], ignore_index=True)
+def plot_signals(df: pd.DataFrame, path: Path) -> None:
+    """The learner's scalar signals (its readout's panels) over training, task boundaries
+    marked; mean and min–max over seeds per setting. RL: training-episode and current-task
+    evaluation return, critic estimate vs Monte-Carlo return and the bias (``q_bias``),
+    held-out vs training TD error, α, entropy and losses."""
+    read = results.readout(df)
+    ev = df[(df["metric"] == read.performance) & (df["step"] > 0)]
+    current = ev[ev["eval_task"] == ev["task"]].assign(metric=f"{read.performance}_current")
+    data = pd.concat([df[df["metric"].isin(read.signals)], current], ignore_index=True)
     data = data[data["step"] > 0]
-    panels = [p for p in RL_PANELS if data["metric"].isin(p).any()]
+    panels = [p for p in read.panels if data["metric"].isin(p).any()]
     cols = 2
     rows = (len(panels) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(11, 2.8 * rows), squeeze=False)
@@ -169,7 +167,7 @@ def plot_rl(df: pd.DataFrame, path: Path) -> None:
                 ax.fill_between(by.index, by.min(axis=1), by.max(axis=1), alpha=0.15,
                                 color=line.get_color())
         _boundaries(ax, df)
-        ax.set_xlabel("environment step")
+        ax.set_xlabel(read.step_unit)
         ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
@@ -241,9 +239,10 @@ def make_plots(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     plot_r_matrix(df, paths[0])
     plot_accuracy_curves(df, paths[1])
     plot_plasticity(df, paths[2])
-    if results.is_rl(df):
-        paths.append(out_dir / "rl.png")
-        plot_rl(df, paths[-1])
+    read = results.readout(df)
+    if read.figure and read.panels:
+        paths.append(out_dir / read.figure)
+        plot_signals(df, paths[-1])
     if plot_diagnostics(df, out_dir / "diagnostics.png"):
         paths.append(out_dir / "diagnostics.png")
     return paths

@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tasks.datasets import Dataset, make_dataset
+from tasks.images import Dataset, make_dataset
 
 # Our name -> TFDS builder name.
 TFDS_NAMES = {"mnist": "mnist", "fashion_mnist": "fashion_mnist", "cifar100": "cifar100"}

@@ -20,8 +20,8 @@ import pytest
 
 from continual.checkpoint import Checkpointer, CheckpointError
 from continual.runner import run_keys
-from experiments.config import Config
-from experiments.experiment import build
+from experiments.kinds.classifier import ClassifierConfig as Config
+from experiments.registry import build
 
 CFG = Config(dataset="synthetic", family="permuted", num_tasks=2, hidden=(8,), steps_per_task=10,
              log_every=5, batch_size=8, seeds=2, eval_examples=16, probe_examples=8)

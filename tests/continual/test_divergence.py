@@ -1,8 +1,9 @@
 """A diverging run is frozen and flagged inside the program; the other runs go on untouched."""
 import numpy as np
 
-from experiments.config import Config
-from experiments.experiment import build, run
+from experiments.kinds.classifier import ClassifierConfig as Config
+from experiments.experiment import run
+from experiments.registry import build
 
 SMALL = dict(dataset="synthetic", family="permuted", num_tasks=2, hidden=(16,), optimizer="sgd",
              steps_per_task=20, log_every=10, batch_size=16, seeds=1, eval_examples=32,

@@ -16,8 +16,8 @@ import pytest
 
 from continual.loop import LoopSpec
 from continual.runner import execute, over_runs, run_keys
-from experiments.config import Config
-from experiments.experiment import build
+from experiments.kinds.classifier import ClassifierConfig as Config
+from experiments.registry import build
 from metrics.results import r_matrix, to_frame
 
 # lr 1e-2 learns a synthetic task to ~100% within 20 steps of batch 16.

@@ -7,14 +7,14 @@ import pytest
 
 from continual.runner import compiled as compiled_fns
 from continual.runner import execute, run_keys
-from experiments import experiment
-from experiments.config import from_preset
-from tasks import brax_envs
+from experiments import registry
+from experiments.registry import from_preset
+from tasks.envs import brax as brax_envs
 
 
 @pytest.fixture(scope="module")
 def compiled(rl_tiny):
-    exp = experiment.build(from_preset("cheetah-quick", **rl_tiny))
+    exp = registry.build(from_preset("cheetah-quick", **rl_tiny))
     keys = run_keys(exp.runs["seed"].to_numpy())
     logs0, logs = execute(exp.train, keys, exp.hparams, (), exp.tasks.params,
                           num_tasks=exp.tasks.num_tasks,

@@ -1,4 +1,4 @@
-"""SAC: the tanh-Gaussian density, the update's pieces and the resets (continual.sac)."""
+"""SAC: the tanh-Gaussian density, the update's pieces and the resets (continual.agents.sac)."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 
 from continual.interventions import InterventionSpec
 from continual.optimizers import HParams
-from continual.sac import (SACSpec, Transition, layer_orders, make_reset, make_sac,
+from continual.agents.sac import (SACSpec, Transition, layer_orders, make_reset, make_sac,
                            tanh_gaussian_log_prob)
 from plasticity.networks import layer_params
 

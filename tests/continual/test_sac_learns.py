@@ -4,8 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import experiment
-from experiments.config import from_preset
+from experiments import experiment, registry
+from experiments.registry import from_preset
 from metrics import rl
 from tasks.base import task_slice
 
@@ -32,7 +32,7 @@ def random_policy_return(seq, episodes: int, length: int) -> float:
 @pytest.mark.slow
 def test_sac_runs_forward_far_above_a_random_policy():
     cfg = from_preset("cheetah-quick", task_values=(1.0,), seeds=2, mode="sweep")
-    exp = experiment.build(cfg)
+    exp = registry.build(cfg)
     table, per_run, _ = experiment.run(exp, progress=False)
     assert not per_run["diverged"].any()
     final = per_run["plasticity_last"].to_numpy()  # eval return at the end of the task

@@ -10,8 +10,8 @@ SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
     from continual.runner import execute, run_keys, run_mesh
-    from experiments.config import Config
-    from experiments.experiment import build
+    from experiments.kinds.classifier import ClassifierConfig as Config
+    from experiments.registry import build
 
     exp = build(Config(dataset="synthetic", family="permuted", num_tasks=2, hidden=(16,),
                        steps_per_task=20, log_every=10, batch_size=16, seeds=3,

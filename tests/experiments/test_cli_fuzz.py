@@ -7,7 +7,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from experiments.cli import _option, build_parser, resolve_run
-from experiments.config import FIELDS, PRESETS, Config, ConfigError
+from experiments.config import ConfigError
+from experiments.kinds.classifier import FIELDS, PRESETS
+from experiments.kinds.classifier import ClassifierConfig as Config
 
 texts = st.one_of(
     st.text(max_size=12),

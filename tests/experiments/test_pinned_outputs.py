@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import experiment
-from experiments.config import from_preset
+from experiments import experiment, registry
+from experiments.registry import from_preset
 from metrics import results
 
 PINNED = Path(__file__).with_name("pinned_outputs.json")
@@ -55,7 +55,7 @@ def _outputs(table) -> dict:
 def _run(case: str, rl_tiny: dict) -> dict:
     preset, overrides = CASES[case]
     cfg = from_preset(preset, **(rl_tiny if overrides is None else overrides))
-    table, _, _ = experiment.run(experiment.build(cfg), progress=False)
+    table, _, _ = experiment.run(registry.build(cfg), progress=False)
     return _outputs(table)
 
 

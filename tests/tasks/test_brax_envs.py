@@ -1,4 +1,4 @@
-"""tasks.brax_envs: physics and objective task sequences over Brax envs, one compile for all tasks.
+"""tasks.envs.brax: physics and objective task sequences over Brax envs, one compile for all tasks.
 
 One module-scoped fixture builds the halfcheetah sequence on mjx (fast solver, default tasks) and
 compiles ONE rollout (2 envs, 20 steps, a fixed action) over (task params, key). It runs the five
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tasks import brax_envs as be
+from tasks.envs import brax as be
 from tasks.base import task_slice
 
 N_ENVS, N_STEPS = 2, 20

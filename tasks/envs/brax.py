@@ -1,4 +1,5 @@
-"""Continual RL task sequences over Brax environments: tasks as data, one compile per sequence.
+"""Brax as an environment source (:class:`tasks.envs.base.EnvTaskSequence`): continual RL task
+sequences over Brax environments, tasks as data, one compile per sequence.
 
 A sequence is one Brax env plus ``params``, an :class:`EnvParams` pytree whose leaves have a
 leading task axis ``[T]``: physics scales (gravity, friction, mass, actuator strength) and
@@ -68,6 +69,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from tasks.envs.base import EnvTaskSequence
+
 BACKENDS = ("mjx", "generalized", "positional", "spring")
 KINDS = ("direction", "target_velocity")
 FAST_SOLVER = {"opt.iterations": 1, "opt.ls_iterations": 4}
@@ -96,19 +99,6 @@ class EnvParams(NamedTuple):
     forward_weight: Any  # weight w of the forward velocity ("direction" objective)
     target_velocity: Any  # target forward velocity ("target_velocity" objective)
     use_target: Any      # 0: w * v objective, 1: -|v - target| objective
-
-
-class EnvTaskSequence(NamedTuple):
-    """A continual sequence of RL tasks over one Brax env, as pure functions of the task slice."""
-
-    name: str
-    env: Any                                          # the brax env (fast solver set for mjx)
-    params: EnvParams                                 # leaves [T]
-    reset: Callable[[EnvParams, jax.Array], Any]      # (task, key) -> brax State
-    step: Callable[[EnvParams, Any, jax.Array], Any]  # (task, state, action) -> brax State
-    num_tasks: int
-    observation_size: int
-    action_size: int
 
 
 def build_sys(base_sys, task: EnvParams):

@@ -1,9 +1,9 @@
 """Soft Actor-Critic (Haarnoja et al. 2018, "Soft Actor-Critic Algorithms and Applications") as
 pure functions, in the shape of Brax's agents: networks, losses, acting and one training step.
 
-The agent is the RL counterpart of :class:`continual.classifier.Learner`; acting, learning,
-replay and evaluation stay separate so that other agents (contrastive goal-conditioned RL, world
-models) fit the same loop (:mod:`continual.rl_loop`):
+:func:`make_sac` builds the networks and losses (a :class:`SAC` record);
+:func:`make_sac_agent` adds the replay memory and the measurements and returns the
+:class:`continual.agents.Agent` the RL loop (:mod:`continual.agents.loop`) runs. The pieces:
 
 * ``init(key, hparams) -> SACState``
 * ``act(state, obs, key) -> (action, log_prob)`` — a reparameterised tanh-Gaussian sample;
@@ -39,9 +39,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from continual import replay
+from continual.agents.base import Agent, EnvStep, Memory, Rollout
 from continual.classifier import TrainState
 from continual.optimizers import HParams, make_optimizer, make_transform
 from plasticity import regularizers
+from metrics import rl as rl_metrics
 from plasticity.networks import Network, layer_params, make_network
 
 TARGET_AGGS = ("min", "mean")
@@ -99,7 +102,9 @@ class SACSpec:
                              "agent does not implement yet; choose another regularizer")
 
 
-class Agent(NamedTuple):
+class SAC(NamedTuple):
+    """SAC's networks and losses as pure functions (see the module docstring)."""
+
     init: Callable[[jax.Array, HParams], SACState]
     act: Callable[[SACState, jax.Array, jax.Array], tuple[jax.Array, jax.Array]]
     act_mode: Callable[[SACState, jax.Array], jax.Array]
@@ -108,7 +113,7 @@ class Agent(NamedTuple):
     q_value: Callable[[SACState, jax.Array, jax.Array], jax.Array]
     features: Callable[[SACState, jax.Array], dict]
     networks: dict  # name -> Network ("actor", "critic"), for layer orders and resets
-    discount: float  # γ, static (q_bias's soft return uses the agent's own)  # name -> Network ("actor", "critic"), for layer orders and resets
+    discount: float  # γ, static (q_bias's soft return uses the agent's own)
 
 
 def tanh_gaussian_log_prob(u: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
@@ -129,7 +134,7 @@ def _policy_params(raw: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
-             optimizer_stats: Callable | None = None) -> Agent:
+             optimizer_stats: Callable | None = None) -> SAC:
     """The SAC agent for one observation and action size (see the module docstring)."""
     make_optimizer(spec.optimizer, HParams.defaults())  # validate the name now
     regularizer = regularizers.canonical_name(spec.regularizer)
@@ -259,11 +264,11 @@ def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
         x = jnp.concatenate([obs, jnp.tanh(mean)], axis=-1)
         return {"actor": actor_features, "critic": critic_net.apply(member0, x)[1]}
 
-    return Agent(init, act, act_mode, update, critic_loss, q_value, features,
+    return SAC(init, act, act_mode, update, critic_loss, q_value, features,
                  {"actor": actor_net, "critic": critic_net}, spec.discount)
 
 
-def layer_orders(agent: Agent, observation_size: int, action_size: int) -> dict[str, list[str]]:
+def layer_orders(agent: SAC, observation_size: int, action_size: int) -> dict[str, list[str]]:
     """Hidden layers (forward order) then ``out``, per network (shape-only evaluation)."""
     sizes = {"actor": observation_size, "critic": observation_size + action_size}
     orders = {}
@@ -274,7 +279,7 @@ def layer_orders(agent: Agent, observation_size: int, action_size: int) -> dict[
     return orders
 
 
-def make_reset(spec, agent: Agent, orders: dict[str, list[str]]):
+def make_reset(spec, agent: SAC, orders: dict[str, list[str]]):
     """The reset intervention ``(state, obs, hparams, key) -> state`` of an
     :class:`continual.interventions.InterventionSpec` for SAC, or None for ``none``.
 
@@ -321,3 +326,116 @@ def make_reset(spec, agent: Agent, orders: dict[str, list[str]]):
         return new
 
     return apply
+
+
+@dataclass(frozen=True)
+class ReplaySpec:
+    """SAC's replay: a buffer of single transitions (:mod:`continual.replay`), and a held-out
+    buffer for ``td_error_val`` that takes every ``val_every``-th env step (0 = off) and is
+    never trained on (REFERENCE §4)."""
+
+    batch_size: int = 256
+    capacity: int = 100_000
+    eviction: str = "fifo"
+    sampling: str = "uniform"
+    min_replay: int = 1000         # transitions stored before updates start
+    val_every: int = 10
+    val_capacity: int = 10_000
+    q_bias_keep: int = 350         # first steps of each measurement episode in q_bias
+
+    def __post_init__(self):
+        if self.batch_size < 1 or self.capacity < 1 or self.min_replay < 0:
+            raise ValueError("batch_size and capacity must be >= 1 and min_replay >= 0")
+        if self.val_every < 0 or (self.val_every and self.val_capacity < 1):
+            raise ValueError("val_every must be >= 0, and val_capacity >= 1 when it is > 0")
+
+
+class SACMemory(NamedTuple):
+    buffer: Any
+    val_buffer: Any  # () without a held-out buffer
+
+
+def make_sac_agent(sac: SAC, replay_spec: ReplaySpec, observation_size: int,
+                   action_size: int) -> Agent:
+    """SAC as an :class:`continual.agents.Agent`: transitions in a replay buffer with the
+    spec's eviction and sampling rules, one gradient update per batch, and per log point
+
+    * ``q_bias``, ``q_bias_abs``, ``q_bias_sq``, ``q_bias_norm``, ``mc_return``, ``q_estimate``
+      (:func:`metrics.rl.overestimation`; the critic-ensemble mean on the measurement rollout's
+      first ``q_bias_keep`` steps against the soft Monte-Carlo return);
+    * ``td_error_val``, ``td_error_train``, ``td_error_gap``: the critic's TD loss on a held-out
+      batch and on a training batch (NaN while the buffer is empty).
+
+    Diagnostics read the actor and critic member 0 (the critic sees the actor's mode actions)."""
+    spec = replay_spec
+    buffer = replay.make_buffer(spec.capacity, spec.eviction, spec.sampling,
+                                embed_dim=observation_size if spec.eviction == "coverage_max"
+                                else None)
+    val_buffer = replay.make_buffer(spec.val_capacity, "fifo") if spec.val_every else None
+    example = Transition(jnp.zeros(observation_size), jnp.zeros(action_size), jnp.zeros(()),
+                         jnp.zeros(()), jnp.zeros(observation_size))
+    ready_at = max(spec.min_replay, spec.batch_size)
+
+    def init_memory() -> SACMemory:
+        return SACMemory(buffer.init(example),
+                         () if val_buffer is None else val_buffer.init(example))
+
+    def store(memory: SACMemory, step: EnvStep, key, index) -> SACMemory:
+        transition = Transition(step.obs, step.action, step.reward, step.discount,
+                                step.next_obs)
+        extras = {"scores": step.reward}
+        if spec.eviction == "coverage_max":  # coverage over normalised observations
+            extras["embeddings"] = step.obs / jnp.maximum(
+                jnp.linalg.norm(step.obs, axis=-1, keepdims=True), 1e-6)
+        if val_buffer is None:
+            return memory._replace(buffer=buffer.add(memory.buffer, transition, key, **extras))
+        held_out = index % spec.val_every == 0
+        buf = jax.lax.cond(held_out, lambda b: b,
+                           lambda b: buffer.add(b, transition, key, **extras), memory.buffer)
+        val = jax.lax.cond(held_out, lambda v: val_buffer.add(v, transition, key),
+                           lambda v: v, memory.val_buffer)
+        return SACMemory(buf, val)
+
+    def sample(memory: SACMemory, key) -> Transition:
+        return buffer.sample(memory.buffer, key, spec.batch_size)
+
+    def probe(memory: SACMemory, key, n):
+        return buffer.sample(memory.buffer, key, n).obs, memory.buffer.size > 0
+
+    memory = Memory(init_memory, store, sample,
+                    ready=lambda m: m.buffer.size >= ready_at,
+                    clear=lambda m: init_memory(),  # the held-out buffer too: current task only
+                    probe=probe)
+
+    def td_errors(state: SACState, memory: SACMemory, key) -> dict:
+        k_val, k_train, k_loss = jax.random.split(key, 3)
+        train_batch = buffer.sample(memory.buffer, k_train, spec.batch_size)
+        train = jnp.where(memory.buffer.size > 0,
+                          sac.critic_loss(state, train_batch, k_loss), jnp.nan)
+        if val_buffer is None:
+            return {"td_error_train": train}
+        val_batch = val_buffer.sample(memory.val_buffer, k_val, spec.batch_size)
+        val = jnp.where(memory.val_buffer.size > 0,
+                        sac.critic_loss(state, val_batch, k_loss), jnp.nan)
+        return {"td_error_val": val, "td_error_train": train, "td_error_gap": val - train}
+
+    def measure(state: SACState, memory: SACMemory, rollout: Rollout, key) -> dict:
+        length = rollout.reward.shape[0]
+        logs = rl_metrics.overestimation(
+            rollout.record["q"], rollout.reward, rollout.done, rollout.act_info,
+            gamma=sac.discount, alpha=jnp.exp(state.log_alpha),
+            keep=min(spec.q_bias_keep, length))
+        logs.update(td_errors(state, memory, key))
+        return logs
+
+    def features(state: SACState, obs):
+        out = sac.features(state, obs)
+        member0 = jax.tree.map(lambda a: a[0], state.critic)
+        return {"actor": (state.actor, out["actor"]), "critic": (member0, out["critic"])}
+
+    return Agent(init=sac.init, act=sac.act, act_mode=sac.act_mode, update=sac.update,
+                 memory=memory,
+                 evaluate=lambda state, obs, action: {"q": sac.q_value(state, obs, action)},
+                 measure=measure, features=features,
+                 params=lambda state: (state.actor.params, state.critic.params),
+                 loss_keys=("critic_loss", "actor_loss"))

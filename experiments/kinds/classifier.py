@@ -1,0 +1,160 @@
+"""The supervised learner kind: a classifier trained on a stream of image-classification tasks
+(permuted, reshuffled, split, random labels) with rehearsal, regularizers and resets."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from continual.classifier import SETTINGS, make_classifier
+from continual.interventions import InterventionSpec, make_intervention, with_intervention_state
+from continual.loop import LoopSpec, make_train
+from experiments.config import ConfigBase, ConfigError, option
+from experiments.experiment import Experiment, Kind, hparams_of, run_table
+from metrics import hooks
+from plasticity.networks import make_network
+from tasks.base import TaskSequence
+from tasks.datasets import DATASETS, load_dataset
+from tasks.supervised import FAMILIES, make_stream
+
+
+@dataclass(frozen=True)
+class ClassifierConfig(ConfigBase):
+    kind = "classifier"
+
+    # What to train on.
+    dataset: str = option("digits", "image data set", DATASETS)
+    family: str = option("reshuffled", "how tasks differ: pixel permutation, label "
+                         "permutation, or disjoint class groups", FAMILIES)
+    num_tasks: int = option(10, "number of tasks in the sequence")
+    classes_per_task: int = option(2, "classes per task (split family only)")
+    random_label_examples: int = option(512, "memorised subset size (random_labels family "
+                                        "only)")
+    setting: str = option("class", "class: one head over all classes; task: logits masked to "
+                          "the current task's classes (task identity known)", SETTINGS)
+    task_seed: int = option(0, "seed of the task sequence (shared by all runs)")
+    data_dir: str = option("", "directory of prepared TFDS data sets (default $PLAX_DATA_DIR "
+                           "or ~/tensorflow_datasets)")
+    channels: tuple = option((32, 64), "CNN channels per conv layer")
+    # Interventions only the classifier has.
+    cbp_replacement_rate: float = option(1e-4, "continual backprop replacement rate ρ")
+    cbp_maturity: int = option(100, "continual backprop maturity threshold m (steps)")
+    replay_capacity: int = option(0, "rehearsal reservoir size in examples (Vitter's "
+                                  "Algorithm R); 0 = no rehearsal")
+    replay_fraction: float = option(0.5, "fraction of each batch drawn from the reservoir")
+    # The loop.
+    steps_per_task: int = option(400, "gradient steps per task")
+    eval_examples: int = option(1000, "test examples per task for evaluation")
+
+    positive = ConfigBase.positive + ("num_tasks", "classes_per_task", "random_label_examples",
+                                      "steps_per_task", "eval_examples")
+
+    def describe(self) -> str:
+        return (f"{self.family} {self.dataset}, {self.num_tasks} tasks × {self.steps_per_task} "
+                f"steps")
+
+    def check(self) -> None:
+        if self.replay_capacity < 0 or self.cbp_maturity < 0:
+            raise ConfigError("reset_every, replay_capacity and cbp_maturity must be >= 0")
+        if not 0 <= self.replay_fraction < 1:
+            raise ConfigError(f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
+        if self.reset == "last_k" and self.reset_last_k < 1:
+            raise ConfigError(f"reset_last_k must be >= 1, got {self.reset_last_k}")
+        if self.task_seed < 0:
+            raise ConfigError("seed and task_seed must be >= 0")
+        if self.steps_per_task % self.log_every:
+            raise ConfigError(f"steps_per_task ({self.steps_per_task}) must be a multiple of "
+                              f"log_every ({self.log_every})")
+        if self.network == "cnn" and (not self.channels or any(c < 1 for c in self.channels)):
+            raise ConfigError(f"channels must be positive, got {self.channels}")
+
+
+FIELDS = ClassifierConfig.fields()
+
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "quickstart": (
+        "reshuffled-label digits (bundled, offline): 10 tasks × 3 seeds, about a minute on a CPU",
+        dict(dataset="digits", family="reshuffled", num_tasks=10, hidden=(128, 128),
+             steps_per_task=300, log_every=50, batch_size=64, seeds=3),
+    ),
+    "plasticity-digits": (
+        "loss of plasticity at CPU scale: digits with fresh random labels per task (memorise 256 "
+        "images), ReLU MLP 64-64 with Adam, 30 tasks × 3 seeds",
+        dict(dataset="digits", family="random_labels", random_label_examples=256, num_tasks=30,
+             hidden=(64, 64), steps_per_task=200, log_every=100, batch_size=64, seeds=3),
+    ),
+    "permuted-mnist": (
+        "Permuted MNIST: 10 tasks of about one epoch, MLP 784-256-256-10, batch 128",
+        dict(dataset="mnist", family="permuted", num_tasks=10, hidden=(256, 256),
+             batch_size=128, steps_per_task=500, log_every=100, seeds=3),
+    ),
+    "reshuffled-mnist": (
+        "MNIST with a fresh label permutation per task (plasticity benchmark), 20 tasks",
+        dict(dataset="mnist", family="reshuffled", num_tasks=20, hidden=(256, 256),
+             batch_size=128, steps_per_task=1000, log_every=200, seeds=3),
+    ),
+    "split-mnist": (
+        "Split MNIST: 5 tasks × 2 classes, task-incremental (use --setting class for class-IL)",
+        dict(dataset="mnist", family="split", num_tasks=5, classes_per_task=2, setting="task",
+             hidden=(256, 256), batch_size=128, steps_per_task=500, log_every=100, seeds=3),
+    ),
+    "split-cifar100": (
+        "Split CIFAR-100: 20 tasks × 5 classes with a small CNN, task-incremental",
+        dict(dataset="cifar100", family="split", num_tasks=20, classes_per_task=5,
+             setting="task", network="cnn", channels=(32, 64), hidden=(256,), batch_size=64,
+             steps_per_task=500, log_every=100, seeds=3, eval_examples=500),
+    ),
+}
+
+
+def layer_order(network, tasks: TaskSequence) -> list[str]:
+    """Hidden layers (in forward order) then ``out``, read from the features the network
+    returns (shape-only evaluation, nothing computed)."""
+    x = jax.ShapeDtypeStruct((1, *tasks.input_shape), jnp.float32)
+    params = jax.eval_shape(network.init, jax.random.key(0))
+    features = jax.eval_shape(network.apply, params, x)[1]
+    return [*features, "out"]
+
+
+def progress(logs, t) -> dict[str, str]:
+    """Progress-bar fields: training loss and accuracy on the current task, mean over runs."""
+    return {"loss": f"{np.nanmean(np.asarray(logs['train']['train_loss'])):.3f}",
+            "acc_current": f"{np.nanmean(np.asarray(logs['eval_acc'])[:, t]):.3f}"}
+
+
+def build(cfg: ClassifierConfig) -> Experiment:
+    """The stream, the network, the classifier with its interventions, and the loop."""
+    cfg.validate()
+    dataset = load_dataset(cfg.dataset, cfg.data_dir or None)
+    tasks = make_stream(dataset, cfg.family, cfg.num_tasks, classes_per_task=cfg.classes_per_task,
+                        eval_examples=cfg.eval_examples, probe_examples=cfg.probe_examples,
+                        task_seed=cfg.task_seed,
+                        random_label_examples=cfg.random_label_examples)
+    network = make_network(cfg.network, tasks.input_shape, tasks.num_classes, hidden=cfg.hidden,
+                           channels=cfg.channels, blocks=cfg.blocks, activation=cfg.activation,
+                           layer_norm=cfg.layer_norm)
+    diagnostics = hooks.parse_metrics(cfg.metrics, tau=cfg.dormant_tau)
+    learner = make_classifier(network, cfg.optimizer, setting=cfg.setting,
+                              regularizer=cfg.regularizer)
+    stats_update = make_classifier(
+        network, cfg.optimizer, setting=cfg.setting, regularizer=cfg.regularizer,
+        optimizer_stats=hooks.optimizer_stats).update if diagnostics.optimization else None
+    diagnose = hooks.make_diagnose(diagnostics.probes, cfg.activation)
+    order = layer_order(network, tasks)
+    ispec = InterventionSpec(cfg.reset, cfg.reset_every, cfg.reset_last_k, cfg.cbp_maturity,
+                             cfg.cbp_replacement_rate)
+    intervention = make_intervention(ispec, learner, order)
+    learner = with_intervention_state(learner, ispec, order)
+    spec = LoopSpec(cfg.steps_per_task, cfg.log_every, cfg.batch_size,
+                    replay_capacity=cfg.replay_capacity, replay_fraction=cfg.replay_fraction,
+                    intervention_every=1 if cfg.reset == "cbp" else cfg.reset_every)
+    train = make_train(spec, learner, tasks, diagnose, intervention, stats_update)
+    runs = run_table(cfg)
+    return Experiment(cfg, tasks, train, runs, hparams_of(runs), spec, progress)
+
+
+KIND = Kind("classifier", "supervised", "supervised presets", ClassifierConfig, PRESETS, build,
+            rank_by=("acc_avg", "plasticity_slope", "forgetting_max"))

@@ -1,0 +1,124 @@
+"""What every RL learner kind shares: the environment task sequence and the loop's fields
+(:class:`RLConfigBase`), the task sequence they describe and the loop's static sizes.
+
+An RL kind's config derives from :class:`RLConfigBase` and adds its agent's fields; its
+``build`` calls :func:`env_sequence` and :func:`loop_spec` and hands its
+:class:`continual.agents.Agent` to :func:`continual.agents.make_rl_train`. Step counts are
+**environment steps** (transitions, summed over the ``num_envs`` parallel envs of one run).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from continual.agents import RLSpec
+from experiments.config import ConfigBase, ConfigError, option, shared
+from tasks.envs import brax as brax_envs
+
+
+@dataclass(frozen=True)
+class RLConfigBase(ConfigBase):
+    # What to train on.
+    env: str = option("halfcheetah", "Brax environment", tuple(brax_envs.ENVS))
+    family: str = option("objectives", "how tasks differ: objective (run direction, target "
+                         "velocity) or physics (gravity, friction, mass, actuator scales)",
+                         tuple(brax_envs.FAMILIES))
+    objective: str = option("direction", "objectives family: forward-velocity weights or "
+                            "target velocities", brax_envs.KINDS)
+    task_values: tuple = option((1.0, -1.0), "objectives family: one value per task "
+                                "(direction: velocity weight, e.g. 1,-1 = forward then "
+                                "backward; target_velocity: m/s)")
+    gravity: tuple = option((), "dynamics family: gravity scale per task (empty: 1)")
+    friction: tuple = option((), "dynamics family: friction scale per task (empty: 1)")
+    mass: tuple = option((), "dynamics family: body-mass scale per task (empty: 1)")
+    actuator: tuple = option((), "dynamics family: actuator-strength scale per task (empty: "
+                             "1); with all four empty: base, gravity×0.5, friction×0.25, "
+                             "mass×2, actuator×0.5")
+    backend: str = option("", "physics backend (empty: the env's default: generalized for "
+                          "halfcheetah and walker2d, mjx with the fast solver for ant and "
+                          "hopper)", ("",) + brax_envs.BACKENDS)
+    num_envs: int = option(16, "parallel environments per run")
+    episode_length: int = option(200, "time limit of a training episode (steps)")
+    # The loop.
+    learning_rate: tuple = shared("learning_rate", (3e-4,))
+    batch_size: int = shared("batch_size", 256)
+    log_every: int = shared("log_every", 4_000)
+    updates_per_step: int = option(1, "gradient updates per step of all envs (replay ratio = "
+                                   "this / num_envs updates per transition)")
+    reset_replay: bool = option(False, "empty the replay buffer at task boundaries (Continual "
+                                "World's default: old transitions carry the old task's "
+                                "rewards; with --reset full: a from-scratch reference run per "
+                                "task)")
+    env_steps_per_task: int = option(20_000, "environment steps (all envs) per task")
+    eval_envs: int = option(4, "evaluation episodes per task at each log point")
+    eval_length: int = option(0, "steps per evaluation episode (0 = episode_length)")
+
+    positive = ConfigBase.positive + ("num_envs", "episode_length", "env_steps_per_task",
+                                      "eval_envs")
+
+    @property
+    def num_tasks(self) -> int:
+        if self.family == "objectives":
+            return len(self.task_values)
+        lengths = [len(v) for v in (self.gravity, self.friction, self.mass, self.actuator)
+                   if len(v)]
+        return lengths[0] if lengths else 5
+
+    @property
+    def vector_steps(self) -> tuple[int, int]:
+        """(steps of all envs per task, per log interval)."""
+        return self.env_steps_per_task // self.num_envs, self.log_every // self.num_envs
+
+    def describe(self) -> str:
+        return (f"{self.env} {self.family}, {self.num_tasks} tasks × {self.env_steps_per_task} "
+                f"env steps ({self.num_envs} envs)")
+
+    def check(self) -> None:
+        for name in ("updates_per_step", "eval_length"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.family == "objectives" and not self.task_values:
+            raise ConfigError("task_values needs at least one value (one task per value)")
+        scales = {n: getattr(self, n) for n in ("gravity", "friction", "mass", "actuator")
+                  if getattr(self, n)}
+        if len({len(v) for v in scales.values()}) > 1:
+            raise ConfigError(f"gravity, friction, mass and actuator need equal lengths (one "
+                              f"value per task), got {({k: len(v) for k, v in scales.items()})}")
+        if any(v <= 0 for vs in scales.values() for v in vs):
+            raise ConfigError("physics scales must be > 0")
+        for name in ("env_steps_per_task", "log_every"):
+            if getattr(self, name) % self.num_envs:
+                raise ConfigError(f"{name} ({getattr(self, name)}) must be a multiple of "
+                                  f"num_envs ({self.num_envs}): every env steps equally")
+        if self.env_steps_per_task % self.log_every:
+            raise ConfigError(f"env_steps_per_task ({self.env_steps_per_task}) must be a "
+                              f"multiple of log_every ({self.log_every})")
+
+
+def env_sequence(cfg: RLConfigBase) -> brax_envs.EnvTaskSequence:
+    """The config's task sequence (Brax: the only environment source so far)."""
+    backend = cfg.backend or None
+    if cfg.family == "objectives":
+        return brax_envs.objectives(cfg.env, cfg.objective, cfg.task_values, backend=backend)
+    scales = {n: (getattr(cfg, n) or None) for n in ("gravity", "friction", "mass", "actuator")}
+    return brax_envs.dynamics(cfg.env, **{f"{n}_scales": v for n, v in scales.items()},
+                              backend=backend)
+
+
+def loop_spec(cfg: RLConfigBase) -> RLSpec:
+    """The RL loop's static sizes, in vector steps of all envs."""
+    steps_per_task, log_every = cfg.vector_steps
+    return RLSpec(num_envs=cfg.num_envs, steps_per_task=steps_per_task, log_every=log_every,
+                  episode_length=cfg.episode_length, updates_per_step=cfg.updates_per_step,
+                  eval_envs=cfg.eval_envs, eval_length=cfg.eval_length or cfg.episode_length,
+                  probe_examples=cfg.probe_examples, intervention_every=cfg.reset_every,
+                  reset_replay=cfg.reset_replay)
+
+
+def progress(logs, t) -> dict[str, str]:
+    """Progress-bar fields: training and current-task evaluation returns, mean over runs."""
+    mean = lambda x: f"{np.nanmean(np.asarray(x)):.3f}"  # noqa: E731
+    episodes = np.asarray(logs["train"]["episode_return"])
+    return {"train_return": mean(episodes) if np.isfinite(episodes).any() else "-",
+            "eval_return_current": mean(np.asarray(logs["eval_return"])[:, t])}

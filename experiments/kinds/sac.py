@@ -1,0 +1,126 @@
+"""The SAC learner kind: Soft Actor-Critic on Brax task sequences (continual RL), with the knobs
+of the regularized-SAC study (Nauman et al. 2024) and every replay rule of
+:mod:`continual.replay`."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from continual.agents import make_rl_train
+from continual.agents.sac import (TARGET_AGGS, ReplaySpec, SACSpec, layer_orders, make_reset,
+                                  make_sac, make_sac_agent)
+from continual.interventions import RESETS, InterventionSpec
+from continual.replay import EVICTIONS, SAMPLINGS
+from experiments.config import ConfigError, option
+from experiments.experiment import Experiment, Kind, hparams_of, run_table
+from experiments.kinds import rl
+from metrics import hooks
+
+
+@dataclass(frozen=True)
+class SACConfig(rl.RLConfigBase):
+    kind = "sac"
+
+    # The agent.
+    num_critics: int = option(2, "critic ensemble size")
+    target_agg: str = option("min", "aggregate of the critic ensemble in targets and the "
+                             "actor loss", TARGET_AGGS)
+    discount: float = option(0.99, "discount γ")
+    tau: float = option(0.005, "Polyak rate of the target critic")
+    reward_scale: float = option(1.0, "reward multiplier in the TD target")
+    # Its replay.
+    replay_capacity: int = option(100_000, "replay buffer size in transitions")
+    replay_eviction: str = option("fifo", "which stored transition a new one replaces: fifo, "
+                                  "reservoir (Vitter's Algorithm R), random_replacement, "
+                                  "coverage_max (Isele & Cosgun 2018, over observations)",
+                                  EVICTIONS)
+    replay_sampling: str = option("uniform", "how batches are drawn: uniform, recent_mix "
+                                  "(50:50 recent/uniform), reward (softmax of the reward)",
+                                  SAMPLINGS)
+    min_replay: int = option(1000, "transitions in the buffer before updates start")
+    val_every: int = option(10, "every N-th env step goes to the held-out buffer for "
+                            "td_error_val (0 = off)")
+    q_bias_keep: int = option(0, "first steps of each evaluation episode in q_bias (0 = 35% "
+                              "of eval_length, as REDQ's 350 of 1,000)")
+
+    positive = rl.RLConfigBase.positive + ("num_critics", "replay_capacity")
+
+    def check(self) -> None:
+        super().check()
+        for name in ("min_replay", "val_every", "q_bias_keep"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.reset == "cbp":
+            raise ConfigError("reset: 'cbp' is supervised-only for now; valid for RL: "
+                              + ", ".join(r for r in RESETS if r != "cbp"))
+        if self.regularizer == "ewc":
+            raise ConfigError("regularizer: 'ewc' is supervised-only for now")
+        if self.reset == "last_k" and not 1 <= self.reset_last_k <= len(self.hidden) + 1:
+            raise ConfigError(f"reset_last_k must be in 1..{len(self.hidden) + 1}")
+        if not 0 <= self.discount <= 1 or not 0 < self.tau <= 1:
+            raise ConfigError("discount must be in [0, 1] and tau in (0, 1]")
+        if self.min_replay > self.replay_capacity:
+            raise ConfigError(f"min_replay ({self.min_replay}) exceeds replay_capacity "
+                              f"({self.replay_capacity}): updates would never start")
+
+
+PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "cheetah-quick": (
+        "CPU-sized continual RL: HalfCheetah runs forward, then backward; 8 envs, 2 × 24k env "
+        "steps, one update per transition, replay emptied at task switches (Continual World's "
+        "default), SAC 64-64, 2 seeds (about 5 minutes on 2 cores)",
+        dict(env="halfcheetah", family="objectives", objective="direction",
+             task_values=(1.0, -1.0), num_envs=8, episode_length=200, hidden=(64, 64),
+             env_steps_per_task=24_000, log_every=4_000, updates_per_step=8, batch_size=128,
+             min_replay=1024, replay_capacity=48_000, reset_replay=True, eval_envs=4,
+             probe_examples=128, seeds=2),
+    ),
+    "halfcheetah-dynamics": (
+        "GPU-sized: HalfCheetah through 5 physics settings (base, gravity×0.5, friction×0.25, "
+        "mass×2, actuator×0.5), 1M env steps each, 256 envs, SAC 256-256",
+        dict(env="halfcheetah", family="dynamics", num_envs=256, episode_length=1000,
+             env_steps_per_task=1_024_000, log_every=102_400, updates_per_step=8,
+             batch_size=512, replay_capacity=1_000_000, min_replay=8192, eval_envs=16,
+             eval_length=1000, seeds=5),
+    ),
+    "ant-directions": (
+        "GPU-sized: Ant runs forward, backward, forward, 1M env steps each, 256 envs, SAC "
+        "256-256",
+        dict(env="ant", family="objectives", objective="direction", task_values=(1., -1., 1.),
+             num_envs=256, episode_length=1000, env_steps_per_task=1_024_000,
+             log_every=102_400, updates_per_step=8, batch_size=512, replay_capacity=1_000_000,
+             min_replay=8192, eval_envs=16, eval_length=1000, seeds=5),
+    ),
+}
+
+
+def build(cfg: SACConfig) -> Experiment:
+    """The env sequence, the SAC agent with its replay and resets, and the RL loop."""
+    cfg.validate()
+    seq = rl.env_sequence(cfg)
+    diagnostics = hooks.parse_metrics(cfg.metrics, tau=cfg.dormant_tau)
+    sac = make_sac(
+        SACSpec(network=cfg.network, hidden=cfg.hidden, blocks=cfg.blocks,
+                activation=cfg.activation, layer_norm=cfg.layer_norm, optimizer=cfg.optimizer,
+                regularizer=cfg.regularizer, num_critics=cfg.num_critics,
+                target_agg=cfg.target_agg, discount=cfg.discount, tau=cfg.tau,
+                reward_scale=cfg.reward_scale),
+        seq.observation_size, seq.action_size,
+        optimizer_stats=hooks.optimizer_stats if diagnostics.optimization else None)
+    spec = rl.loop_spec(cfg)
+    replay = ReplaySpec(batch_size=cfg.batch_size, capacity=cfg.replay_capacity,
+                        eviction=cfg.replay_eviction, sampling=cfg.replay_sampling,
+                        min_replay=cfg.min_replay, val_every=cfg.val_every,
+                        val_capacity=max(cfg.replay_capacity // max(cfg.val_every, 1), 1),
+                        q_bias_keep=cfg.q_bias_keep or max(1, round(0.35 * spec.eval_length)))
+    agent = make_sac_agent(sac, replay, seq.observation_size, seq.action_size)
+    reset = make_reset(InterventionSpec(cfg.reset, cfg.reset_every, cfg.reset_last_k), sac,
+                       layer_orders(sac, seq.observation_size, seq.action_size))
+    train = make_rl_train(spec, agent, seq,
+                          hooks.make_diagnose(diagnostics.probes, cfg.activation), reset)
+    runs = run_table(cfg)
+    return Experiment(cfg, seq, train, runs, hparams_of(runs), spec, rl.progress)
+
+
+KIND = Kind("sac", "RL", "continual RL presets (SAC on Brax/MJX)", SACConfig, PRESETS, build,
+            rank_by=("return_avg", "plasticity_slope", "forgetting_last"))
