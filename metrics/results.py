@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -95,14 +95,69 @@ def run_columns(df: pd.DataFrame) -> list[str]:
     return cols[: cols.index("task")]
 
 
+class Readout(NamedTuple):
+    """How a table is read: which metric is the per-task performance (the matrix R), what the
+    continual summaries are called, and which of the learner's own scalars the report draws.
+
+    A table says which readout it needs through its performance metric, the one metric logged
+    per evaluated task (rows with an ``eval_task``), so a saved table is read alone. A learner
+    kind with a new performance metric registers its readout with :func:`register_readout`."""
+
+    performance: str               # per-task evaluation metric: R, curves, plasticity
+    online: str                    # training-time performance: ``<prefix>_online``
+    prefix: str                    # summary names ``<prefix>_avg``, ``<prefix>_online``
+    label: str                     # axis label of the performance
+    step_unit: str                 # what a step counts
+    bounded: bool                  # performance in [0, 1] (colour scale, ``ft_auc_cw``)
+    summary: tuple[str, ...]       # the summary printed per setting
+    # The learner's scalar signals: the panels of the figure ``figure`` (one or two metrics
+    # each; ``<performance>_current`` is the performance on the task being trained).
+    figure: str = ""
+    panels: tuple[tuple[str, ...], ...] = ()
+    # Logged scalars that are neither diagnostics nor panels (left out of diagnostics.png).
+    quiet: tuple[str, ...] = ()
+
+    @property
+    def signals(self) -> set[str]:
+        return {m for panel in self.panels for m in panel} | set(self.quiet)
+
+
+ACCURACY = Readout("eval_acc", "train_acc", "acc", "accuracy", "gradient step", True,
+                   ("acc_avg", "forgetting_max", "bwt", "fwt_gem", "acc_online",
+                    "plasticity_first", "plasticity_last"))
+# RL: the continual metrics of the return matrix (REFERENCE §5; Continual World reports
+# average performance and forgetting = after-task minus final, here forgetting_last).
+RETURN = Readout("eval_return", "episode_return", "return", "return", "environment step", False,
+                 ("return_avg", "forgetting_last", "forgetting_max", "fwt_gem",
+                  "return_online", "plasticity_first", "plasticity_last"),
+                 figure="rl.png",
+                 panels=(("episode_return", "eval_return_current"), ("q_estimate", "mc_return"),
+                         ("q_bias", "q_bias_norm"), ("td_error_val", "td_error_train"),
+                         ("alpha",), ("entropy",), ("critic_loss",), ("actor_loss",)),
+                 quiet=("q_bias_abs", "q_bias_sq", "td_error_gap", "alpha_loss", "q_mean",
+                        "episodes"))
+READOUTS: dict[str, Readout] = {r.performance: r for r in (ACCURACY, RETURN)}
+
+
+def register_readout(readout: Readout) -> Readout:
+    READOUTS[readout.performance] = readout
+    return readout
+
+
+def readout(df: pd.DataFrame) -> Readout:
+    """The table's :class:`Readout`, found from its performance metric."""
+    evaluated = df.loc[df["eval_task"].notna(), "metric"].unique()
+    known = [m for m in evaluated if m in READOUTS]
+    if not known:
+        raise ValueError(f"the table has no known per-task performance metric (found "
+                         f"{sorted(evaluated)}; known: {', '.join(READOUTS)})")
+    return READOUTS[known[0]]
+
+
 def performance_metric(df: pd.DataFrame) -> str:
     """The per-task evaluation metric of a table: ``eval_acc`` (supervised) or ``eval_return``
     (RL: mean undiscounted return of the deterministic policy)."""
-    return "eval_return" if (df["metric"] == "eval_return").any() else "eval_acc"
-
-
-def is_rl(df: pd.DataFrame) -> bool:
-    return performance_metric(df) == "eval_return"
+    return readout(df).performance
 
 
 def r_matrix(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
@@ -148,7 +203,7 @@ def forward_transfer(df: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     ref = np.nanmean(ref_auc, axis=0)
     out = runs.copy()
     out["ft_auc_gap"] = continual.ft_auc_gap(auc, ref)
-    if not is_rl(df):
+    if readout(df).bounded:
         out["ft_auc_cw"] = continual.ft_auc_cw(auc, ref)
     return out
 
@@ -184,6 +239,7 @@ def mark_diverged(df: pd.DataFrame) -> pd.DataFrame:
 def summarize_runs(df: pd.DataFrame) -> pd.DataFrame:
     """One row per run: continual metrics from R, online accuracy and divergence."""
     R, runs = r_matrix(df)
+    read = readout(df)
     table = runs.copy()
     for name, values in continual.summarize(R).items():
         table[name] = values
@@ -192,28 +248,22 @@ def summarize_runs(df: pd.DataFrame) -> pd.DataFrame:
     table["plasticity_last"] = plasticity[:, -1]
     # Kumar et al. 2023: mean training-batch accuracy while learning each task (RL: mean
     # return of the training episodes).
-    online = df[df["metric"] == ("episode_return" if is_rl(df) else "train_acc")]
+    online = df[df["metric"] == read.online]
     table["acc_online"] = online.groupby("run")["value"].mean().reindex(table.index)
     table = table.join(divergence(df))
     # A diverged run's accuracies are not averaged into anything: blank them.
     metric_cols = [c for c in table.columns if c not in runs.columns and not c.startswith("diverged")]
     table.loc[table["diverged"], metric_cols] = np.nan
-    if is_rl(df):  # the same formulas over returns: say so in the names
-        table = table.rename(columns=RL_NAMES)
-    return table
+    # The same formulas over any performance: say which in the names (acc_avg, return_avg).
+    return table.rename(columns={"acc_avg": f"{read.prefix}_avg",
+                                 "acc_online": f"{read.prefix}_online"})
 
 
-SUMMARY_METRICS = ("acc_avg", "forgetting_max", "bwt", "fwt_gem", "acc_online",
-                   "plasticity_first", "plasticity_last")
-# RL: the continual metrics of the return matrix (REFERENCE §5; Continual World reports
-# average performance and forgetting = after-task minus final, here forgetting_last).
-RL_NAMES = {"acc_avg": "return_avg", "acc_online": "return_online"}
-RL_SUMMARY_METRICS = ("return_avg", "forgetting_last", "forgetting_max", "fwt_gem",
-                      "return_online", "plasticity_first", "plasticity_last")
+SUMMARY_METRICS = ACCURACY.summary
 
 
 def summary_metrics(df: pd.DataFrame) -> tuple[str, ...]:
-    return RL_SUMMARY_METRICS if is_rl(df) else SUMMARY_METRICS
+    return readout(df).summary
 
 
 def aggregate(per_run: pd.DataFrame, by: list[str], metrics=SUMMARY_METRICS,
