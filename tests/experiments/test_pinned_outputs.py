@@ -3,8 +3,8 @@ learner-kind redesign (issue 11), bit for bit on the CPU.
 
 ``pinned_outputs.json`` was written by the code before the redesign
 (``PLAX_PIN_WRITE=1 pytest tests/experiments/test_pinned_outputs.py``); the test compares every
-per-run summary number, a few entries of the R (or return) matrix, and a hash of the whole
-table's values. Regenerate it only for an intended change of the numbers, and say so.
+per-run summary number, a few entries of the R (or return) matrix, and a hash of each metric's
+values in the table. Regenerate it only for an intended change of the numbers, and say so.
 """
 from __future__ import annotations
 
@@ -42,14 +42,16 @@ def _outputs(table) -> dict:
     R, _ = results.r_matrix(table)
     keys = ["run", "task", "step", "metric", "layer", "eval_task"]
     ordered = table.sort_values(keys, kind="stable")
-    digest = hashlib.sha256(np.ascontiguousarray(ordered["value"].to_numpy(np.float64))
-                            .tobytes()).hexdigest()
+    # One hash per metric, so that an intended change of one metric shows which rows moved.
+    digests = {metric: hashlib.sha256(np.ascontiguousarray(
+        rows["value"].to_numpy(np.float64)).tobytes()).hexdigest()
+        for metric, rows in ordered.groupby("metric", sort=True)}
     numeric = per_run.select_dtypes("number").drop(columns=["seed"], errors="ignore")
     return {"summary": {f"{run}/{col}": (None if pd.isna(v) else float(v))
                         for run, row in numeric.iterrows() for col, v in row.items()},
             "R": [[float(x) for x in R[r, :, 0]] + [float(R[r, -1, -1])]
                   for r in range(R.shape[0])],
-            "rows": len(table), "values_sha256": digest}
+            "rows": len(table), "values_sha256": digests}
 
 
 def _run(case: str, rl_tiny: dict) -> dict:
