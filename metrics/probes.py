@@ -122,10 +122,12 @@ def _feature_norm(**_) -> Probe:
     return Probe("feature_norm", compute)
 
 
-# Rank probes are functions of (σ, N). They are built as one Probe that computes the Gram
-# eigenvalues once per layer and applies every selected rank; make_probes fuses the rank names a
-# user selects into a single such Probe, so the eigendecomposition runs once per layer even
-# outside jit (inside one jit XLA's CSE would also dedupe, but this does not rely on it).
+# Rank probes are functions of (σ, N). They are built as one Probe that computes the spectrum
+# (D.singular_values: one eigenvalues-only eigendecomposition, of the Jordan-Wielandt matrix, so
+# a collapsed layer's zero σ are not inflated to ~3.5e-4·σ_1 as the Gram route did) once per
+# layer and applies every selected rank; make_probes fuses the rank names a user selects into a
+# single such Probe, so the eigendecomposition runs once per layer even outside jit (inside one
+# jit XLA's CSE would also dedupe, but this does not rely on it).
 RankFn = Callable[[jax.Array, int], dict[str, jax.Array]]
 
 
@@ -294,7 +296,7 @@ def make_probes(
     keeping the first occurrence; ``"none"`` or ``""`` gives ``[]``. Parameters are static
     Python numbers because they are part of the metric keys (``dormant_frac@0.025``).
     The selected rank probes come back fused into one Probe named e.g. ``"srank+stable_rank"``
-    (at the position of the first), so the Gram eigenvalues are computed once per layer.
+    (at the position of the first), so the spectrum is computed once per layer.
     """
     selected = _parse_names(names)
     if not tau >= 0:
