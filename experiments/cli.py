@@ -18,7 +18,7 @@ import textwrap
 from pathlib import Path
 
 from continual.checkpoint import CheckpointError
-from experiments import registry
+from experiments import registry, sinks
 from experiments.config import ConfigBase, ConfigError
 
 _EPILOG = """\
@@ -104,6 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "at least every M minutes (default 10; 0 = boundaries only)")
     run.add_argument("--keep-checkpoints", type=int, default=3, metavar="N",
                      help="checkpoints kept (default 3); 0 disables checkpointing")
+    sinks.add_arguments(run)
     _add_overrides(run)
 
     cmp = sub.add_parser(
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     cmp.add_argument("--out", help="directory (default runs/compare-<preset>-<time>)")
     cmp.add_argument("--force", action="store_true", help="overwrite an existing directory")
     cmp.add_argument("--no-plots", action="store_true", help="skip drawing plots")
+    sinks.add_arguments(cmp)
     _add_overrides(cmp, " (applied to every setting)")
 
     report = sub.add_parser("report", help="print the summary and redraw the plots of a saved run")
@@ -144,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "(e.g. the same preset with --reset full --reset-replay true, or "
                              "--reset full for supervised runs): prints forward transfer "
                              "ft_auc_gap (and ft_auc_cw for accuracies; Continual World)")
+    sinks.add_arguments(report, export=True)
 
     sub.add_parser("list", help="show presets, data sets, diagnostics and every choice")
 
@@ -247,6 +250,8 @@ def _cmd_run(args) -> int:
     except experiment.PartialRun as partial:
         if writer:
             results.save(out, partial.table, {**meta, "partial": True})
+            sinks.write(sinks.selected(args), out, partial.table, None,
+                        {**meta, "partial": True}, partial=True)
         print(f"plax: interrupted after {partial.tasks_done} of {cfg.num_tasks} tasks; results "
               f"so far saved in {out}", file=sys.stderr)
         raise partial.cause
@@ -259,6 +264,7 @@ def _cmd_run(args) -> int:
     if not args.no_plots:
         paths = report.make_plots(table, out)
         print("plots: " + ", ".join(str(p) for p in paths))
+    sinks.write(sinks.selected(args), out, table, per_run, meta)
     print(f"results: {out}/results.parquet ({len(table)} rows) in {wall:.1f} s")
     return 0
 
@@ -291,10 +297,12 @@ def _cmd_compare(args) -> int:
     meta = {**experiment.resolved_config(configs[0][1], args.preset),
             "compare": {"grid": {k: [str(v) for v in vs] for k, vs in grid.items()},
                         "rank_by": metrics, "statistic": args.statistic}}
-    return _write_comparison(out, table, meta, metrics, args.statistic, not args.no_plots)
+    return _write_comparison(out, table, meta, metrics, args.statistic, not args.no_plots,
+                             sinks.selected(args))
 
 
-def _write_comparison(out, table, meta, metrics, statistic, plots: bool) -> int:
+def _write_comparison(out, table, meta, metrics, statistic, plots: bool,
+                      tracking=()) -> int:
     from experiments import compare, report
     from metrics import results
 
@@ -311,6 +319,7 @@ def _write_comparison(out, table, meta, metrics, statistic, plots: bool) -> int:
         paths = report.make_plots(table, out)
         report.plot_comparison(rank, by, metrics, Path(out) / "comparison.png")
         print("plots: " + ", ".join(str(p) for p in [*paths, Path(out) / "comparison.png"]))
+    sinks.write(tracking, out, table, per_run, meta)
     return 0
 
 
@@ -322,7 +331,7 @@ def _cmd_report(args) -> int:
     if "compare" in config:
         c = config["compare"]
         return _write_comparison(args.run_dir, table, config, c["rank_by"], c["statistic"],
-                                 not args.no_plots)
+                                 not args.no_plots, sinks.selected(args))
     per_run, agg = report.summary(table)
     _print_summary(table, agg, per_run)
     if args.reference:
@@ -335,6 +344,7 @@ def _cmd_report(args) -> int:
     if not args.no_plots:
         paths = report.make_plots(table, args.run_dir)
         print("plots: " + ", ".join(str(p) for p in paths))
+    sinks.write(sinks.selected(args), args.run_dir, table, per_run, config)
     return 0
 
 
