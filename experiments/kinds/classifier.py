@@ -102,10 +102,18 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
              hidden=(256, 256), batch_size=128, steps_per_task=500, log_every=100, seeds=3),
     ),
     "split-cifar100": (
-        "Split CIFAR-100: 20 tasks × 5 classes with a small CNN, task-incremental",
+        "Split CIFAR-100: 20 tasks × 5 classes with a small CNN, task-incremental (GPU-sized: "
+        "30,000 seed-steps of a 32-64 CNN)",
         dict(dataset="cifar100", family="split", num_tasks=20, classes_per_task=5,
              setting="task", network="cnn", channels=(32, 64), hidden=(256,), batch_size=64,
              steps_per_task=500, log_every=100, seeds=3, eval_examples=500),
+    ),
+    "split-cifar100-cpu": (
+        "Split CIFAR-100 sized for a 2-core CPU: 20 tasks × 5 classes, CNN 16-32 with a dense "
+        "128 head, 100 steps per task, batch 32, 2 seeds, task-incremental",
+        dict(dataset="cifar100", family="split", num_tasks=20, classes_per_task=5,
+             setting="task", network="cnn", channels=(16, 32), hidden=(128,), batch_size=32,
+             steps_per_task=100, log_every=50, seeds=2, eval_examples=200),
     ),
 }
 
