@@ -17,10 +17,11 @@ evaluation-on-all-tasks cost from the baseline, so its percentages are, if anyth
 at full size.
 
 Finally it times one call of the singular values the probes use, on real probe features
-(256×256) and the first kernel (784×256), vmapped over 3 runs: the library's Gram matrix +
-eigenvalues-only LAPACK ``syevd`` (``metrics.diagnostics.singular_values``), the Gram matrix +
-``jnp.linalg.eigvalsh`` (which on CPU computes the eigenvectors too and drops them: the previous
-code), and ``jnp.linalg.svd(compute_uv=False)``.
+(256×256) and the first kernel (784×256), vmapped over 3 runs: the library's feature spectrum
+(``metrics.diagnostics.singular_values``: QR, then the eigenvalues of the Jordan–Wielandt matrix,
+no squared condition number), the Gram matrix + ``jnp.linalg.eigvalsh`` (an older code path; the
+weight probes still take the Gram route, eigenvalues only), and
+``jnp.linalg.svd(compute_uv=False)``.
 
 Timing: a warm-up call per variant, then ``--repeats`` rounds in which the variants run
 round-robin; the overhead is the median over rounds of the per-round ratio to the baseline (so
@@ -178,7 +179,7 @@ def main(argv=None) -> int:
 
     rows = measure(full, mnist, ["", "all", PROBES_ONLY], args.repeats, "full")
     rows += measure(short, mnist, ["", *GROUPS, "all"], args.repeats, "short")
-    log("singular values: Gram + eigenvalues-only syevd vs with eigenvectors vs SVD")
+    log("singular values: library (QR + Jordan-Wielandt) vs Gram with eigenvectors vs SVD")
     sv = sv_microbench(full, mnist, calls=20)
 
     def describe(cfg):
@@ -222,8 +223,9 @@ def main(argv=None) -> int:
                r["max_rel_err_vs_sigma1"])
     print("one call, vmapped over runs, median of 20 after a warm-up (features: hidden/0 "
           "post-activations of the initial network on the probe batch; kernel: hidden/0 weights; "
-          "library = Gram + eigenvalues-only LAPACK syevd, with eigvecs = Gram + "
-          "jnp.linalg.eigvalsh, the previous code; max diff is the library's, against the SVD)")
+          "library = metrics.diagnostics.singular_values (QR + Jordan-Wielandt eigenvalues), "
+          "with eigvecs = Gram + jnp.linalg.eigvalsh, an older path; max diff is the "
+          "library's, against the SVD)")
     print(st.render())
     total = time.perf_counter() - t_start
     print(f"total benchmark time {total:.0f} s")
