@@ -53,6 +53,15 @@ def mnist_shaped(n_train: int = 60000, n_test: int = 10000, seed: int = 0) -> Da
                         rng.integers(0, 10, n_test), 10)
 
 
+def cifar_shaped(n_train: int = 50000, n_test: int = 10000, seed: int = 0) -> Dataset:
+    """Random uint8 32×32×3 images with 100 random labels: CIFAR-100's shapes and its cost."""
+    rng = np.random.default_rng(seed)
+    return make_dataset("cifar100-shaped", rng.integers(0, 256, (n_train, 32, 32, 3), np.uint8),
+                        rng.integers(0, 100, n_train),
+                        rng.integers(0, 256, (n_test, 32, 32, 3), np.uint8),
+                        rng.integers(0, 100, n_test), 100)
+
+
 def mirror_build(cfg: Config, dataset: Dataset | None = None) -> Pieces:
     """:func:`experiments.kinds.classifier.build` itself, with ``dataset`` in place of
     ``load_dataset(cfg.dataset)`` (``build`` loads by name; the module-level name is swapped for

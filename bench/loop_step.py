@@ -40,11 +40,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 from jax import lax  # noqa: E402
 
-from _common import Table, block, interleaved, median, mirror_build, mnist_shaped  # noqa: E402
+from _common import (Table, block, cifar_shaped, interleaved, median, mirror_build,  # noqa: E402
+                     mnist_shaped)
 from continual.runner import compiled  # noqa: E402
 from experiments.kinds.classifier import ClassifierConfig  # noqa: E402
 from plasticity import conv  # noqa: E402
-from tasks.images import make_dataset  # noqa: E402
 
 KINDS = {
     "mlp": dict(dataset="mnist", family="permuted", hidden=(256, 256), batch_size=128),
@@ -55,14 +55,6 @@ KINDS = {
     "rational": dict(dataset="mnist", family="permuted", hidden=(256, 256), batch_size=128,
                      activation="rational"),
 }
-
-
-def cifar_shaped(n_train: int = 5000, n_test: int = 1000, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    return make_dataset("cifar100-shaped", rng.integers(0, 256, (n_train, 32, 32, 3), np.uint8),
-                        rng.integers(0, 100, n_train),
-                        rng.integers(0, 256, (n_test, 32, 32, 3), np.uint8),
-                        rng.integers(0, 100, n_test), 100)
 
 
 def loop_interval(kind: dict, dataset, log_every: int, steps: int):
@@ -213,7 +205,7 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join([*KINDS, "cnn (lax conv)"]))
     args = parser.parse_args()
     started = time.perf_counter()
-    mnist, cifar = mnist_shaped(20000, 2000), cifar_shaped()
+    mnist, cifar = mnist_shaped(20000, 2000), cifar_shaped(5000, 1000)
     table = Table(["network", "loop ms/step", "step from Python ms", "torch ms/step",
                    "loop / best JAX", "torch / loop", "interval compile s"])
     for name in args.kinds.split(","):

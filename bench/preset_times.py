@@ -23,23 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import jax  # noqa: E402
-import numpy as np  # noqa: E402
 
-from _common import Table, mnist_shaped  # noqa: E402
+from _common import Table, cifar_shaped, mnist_shaped  # noqa: E402
 import experiments.kinds.classifier as classifier  # noqa: E402
 from experiments.experiment import run  # noqa: E402
 from experiments.registry import from_preset  # noqa: E402
-from tasks.images import make_dataset  # noqa: E402
 
 SCALED = {"split-cifar100": 10}  # presets measured at 1/k of their steps, then extrapolated
-
-
-def cifar_shaped(n_train: int = 50000, n_test: int = 10000, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    return make_dataset("cifar100-shaped", rng.integers(0, 256, (n_train, 32, 32, 3), np.uint8),
-                        rng.integers(0, 100, n_train),
-                        rng.integers(0, 256, (n_test, 32, 32, 3), np.uint8),
-                        rng.integers(0, 100, n_test), 100)
 
 
 def timed_run(cfg, dataset) -> float:
