@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from experiments.cli import main
 
@@ -19,6 +20,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # two fresh processes compiling (~25 s on 2 cores); run with -m slow
 def test_two_processes_give_the_same_table_as_one(tmp_path):
     single = tmp_path / "single"
     assert main([*ARGS, "--out", str(single)]) == 0
