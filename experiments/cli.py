@@ -23,7 +23,8 @@ from experiments.config import ConfigBase, ConfigError
 
 _EPILOG = """\
 examples:
-  plax run                                   # quickstart: reshuffled-label digits, offline
+  plax run                                   # demo: loss of plasticity and a fix, offline
+  plax run quickstart                        # a 10 s reshuffled-label digits stream
   plax run quickstart --num-tasks 5 --seeds 2 --out runs/demo
   plax run quickstart --learning-rate 1e-3,3e-4 --metrics dormant,srank,weight_sv
   plax run permuted-mnist --data-dir ~/tensorflow_datasets
@@ -91,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
             run directory and print a summary with 95% bootstrap intervals over seeds.
             Every config field below overrides the preset's value."""),
         epilog=_presets_text())
-    run.add_argument("preset", nargs="?", default="quickstart",
-                     help=f"one of: {', '.join(registry.preset_names())} (default quickstart)")
+    run.add_argument("preset", nargs="?", default="demo",
+                     help=f"one of: {', '.join(registry.preset_names())} (default demo)")
     run.add_argument("--out", help="run directory (default runs/<preset>-<time>)")
     run.add_argument("--force", action="store_true", help="overwrite an existing run directory")
     run.add_argument("--no-plots", action="store_true", help="skip drawing plots")
@@ -274,6 +275,11 @@ def _print_summary(table, agg, per_run) -> None:
 
     print("\nsummary (mean [95% CI] over seeds):")
     print(report.format_summary(agg))
+    kept = report.plasticity_verdicts(table, agg)
+    if kept:
+        print("\nplasticity: performance on each new task right after its training, first "
+              "task → last task (mean over seeds)")
+        print(kept)
     diverged = per_run[per_run["diverged"]]
     for run, row in diverged.iterrows():
         print(f"warning: run {run} (seed {row['seed']}) diverged: non-finite "

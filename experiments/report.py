@@ -53,6 +53,32 @@ def summary(df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     return per_run, results.aggregate(per_run, setting_columns(df), results.summary_metrics(df))
 
 
+# A setting "kept its plasticity" when it learns the last task at least this well relative to the
+# first (for bounded performance, e.g. accuracy).
+KEPT_FRACTION = 0.9
+
+
+def plasticity_verdicts(df: pd.DataFrame, agg: pd.DataFrame) -> str:
+    """One line per setting: plasticity-curve ends and whether the setting kept its plasticity
+    (last ≥ ``KEPT_FRACTION`` × first). Empty for unbounded performance (returns), where a ratio
+    means nothing, or a single task."""
+    if not results.readout(df).bounded or not {"plasticity_first", "plasticity_last"} <= set(agg):
+        return ""
+    if df["task"].nunique() < 2:
+        return ""
+    cols = setting_columns(df)
+    lines = []
+    for _, row in agg.iterrows():
+        first, last = row["plasticity_first"], row["plasticity_last"]
+        if not (np.isfinite(first) and np.isfinite(last)) or first <= 0:
+            continue
+        verdict = "kept" if last >= KEPT_FRACTION * first else "lost"
+        label = _label(tuple(row[c] for c in cols), cols)
+        lines.append(f"  {label}: {first:.3f} → {last:.3f} ({100 * (last / first - 1):+.0f}%): "
+                     f"{verdict}")
+    return "\n".join(lines)
+
+
 def format_summary(agg: pd.DataFrame) -> str:
     """A compact text table: ``mean [low, high]`` per metric."""
     shown = pd.DataFrame(index=agg.index)
@@ -151,10 +177,10 @@ def plot_signals(df: pd.DataFrame, path: Path) -> None:
     current = ev[ev["eval_task"] == ev["task"]].assign(metric=f"{read.performance}_current")
     data = pd.concat([df[df["metric"].isin(read.signals)], current], ignore_index=True)
     data = data[data["step"] > 0]
-    panels = [p for p in read.panels if data["metric"].isin(p).any()]
-    cols = 2
+    panels = [p for p in read.panels if data["metric"].isin(p).any()] or [read.panels[0]]
+    cols = min(2, len(panels))
     rows = (len(panels) + cols - 1) // cols
-    fig, axes = plt.subplots(rows, cols, figsize=(11, 2.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 2.8 * rows), squeeze=False)
     for ax, panel in zip(axes.flat, panels):
         for label, g in _groups(data):
             for metric, ls in zip(panel, ("-", "--")):
@@ -183,7 +209,7 @@ def plot_diagnostics(df: pd.DataFrame, path: Path, aggregate_only: bool = False)
     if not names:
         return False
     groups = _groups(df)
-    cols = 3
+    cols = min(3, len(names))  # laid out for the panels there are
     rows = -(-len(names) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 2.8 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names):

@@ -75,6 +75,15 @@ class ClassifierConfig(ConfigBase):
 FIELDS = ClassifierConfig.fields()
 
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "demo": (
+        "the default run: loss of plasticity and a fix side by side — digits with fresh random "
+        "labels per task, ReLU MLP 64-64 with Adam, plain (L2-init λ = 0) against L2-init "
+        "λ = 0.01 (Kumar et al. 2023) in one program, dormant units and effective rank per "
+        "layer, 20 tasks × 3 seeds",
+        dict(dataset="digits", family="random_labels", random_label_examples=256, num_tasks=20,
+             hidden=(64, 64), steps_per_task=200, log_every=100, batch_size=64, seeds=3,
+             regularizer="l2_init", reg_strength=(0.0, 1e-2), metrics="dormant,effective_rank"),
+    ),
     "quickstart": (
         "reshuffled-label digits (bundled, offline): 10 tasks × 3 seeds; 10 s on a 2-core CPU",
         dict(dataset="digits", family="reshuffled", num_tasks=10, hidden=(128, 128),
