@@ -109,10 +109,10 @@ def test_python_dash_m_experiments_help_explains_options():
 
 def test_force_starts_afresh_instead_of_resuming_stale_checkpoints(tmp_path, capsys):
     out = tmp_path / "r"
-    assert main(["run", *SMALL, "--no-plots", "--out", str(out)]) == 0
+    assert main(["run", "quickstart", *SMALL, "--no-plots", "--out", str(out)]) == 0
     assert (out / "checkpoints").exists()
     # Another configuration into the same directory: the old checkpoints must not be used.
-    code, _, err = run_cli(capsys, "run", *SMALL, "--steps-per-task", "30", "--no-plots",
+    code, _, err = run_cli(capsys, "run", "quickstart", *SMALL, "--steps-per-task", "30", "--no-plots",
                            "--out", str(out), "--force")
     assert code == 0, err
     table = pd.read_parquet(out / "results.parquet")
