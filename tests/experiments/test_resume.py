@@ -19,23 +19,28 @@ def _table(run_dir):
     return pd.read_parquet(run_dir / "results.parquet")
 
 
-def test_sigkilled_run_resumes_to_a_bit_identical_table(tmp_path):
-    reference = tmp_path / "reference"
-    assert main([*ARGS, "--out", str(reference)]) == 0
-
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "experiments", *ARGS, "--out", str(killed)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoints = killed / "checkpoints"
-    deadline = time.monotonic() + 240
-    # Kill as soon as a first checkpoint exists: somewhere in the middle of the sequence.
+def kill_after_first_checkpoint(command: list[str], run_dir, timeout: float) -> None:
+    """Starts ``command`` (a ``plax run`` into ``run_dir``) and SIGKILLs it as soon as a first
+    checkpoint exists: somewhere in the middle of the sequence, before any result is written."""
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = run_dir / "checkpoints"
+    deadline = time.monotonic() + timeout
     while not (checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir())):
         assert proc.poll() is None, "the run ended before it could be killed"
         assert time.monotonic() < deadline
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (killed / "results.parquet").exists()
+    assert not (run_dir / "results.parquet").exists()
+
+
+def test_sigkilled_run_resumes_to_a_bit_identical_table(tmp_path):
+    reference = tmp_path / "reference"
+    assert main([*ARGS, "--out", str(reference)]) == 0
+
+    killed = tmp_path / "killed"
+    kill_after_first_checkpoint([sys.executable, "-m", "experiments", *ARGS, "--out",
+                                 str(killed)], killed, timeout=240)
 
     assert main(["run", "--resume", str(killed), "--no-plots"]) == 0
     pd.testing.assert_frame_equal(_table(killed), _table(reference), check_exact=True)

@@ -1,12 +1,8 @@
 """Continual RL runs survive SIGKILL as supervised ones do: killed after a checkpoint and resumed,
 they end with a bit-identical table (the carry holds the agent, its memory, the envs' states and
 episode counters, and every key)."""
-import os
-import signal
-import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +10,7 @@ import pytest
 
 from experiments import registry
 from experiments.cli import main
+from test_resume import kill_after_first_checkpoint
 
 HERE = Path(__file__).resolve().parent
 
@@ -26,17 +23,7 @@ def _kill_after_first_checkpoint(argv: list[str], out: Path, prelude: str = "") 
         from experiments.cli import main
         sys.exit(main({argv + ['--out', str(out)]!r}))
     """)
-    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    checkpoints = out / "checkpoints"
-    deadline = time.monotonic() + 600
-    while not (checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir())):
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (out / "results.parquet").exists()
+    kill_after_first_checkpoint([sys.executable, "-c", script], out, timeout=600)
 
 
 def _resumed_equals_uninterrupted(tmp_path, argv, prelude=""):
