@@ -2,7 +2,8 @@
 
 * :func:`mirror_build` runs :func:`experiments.kinds.classifier.build` on a given
   :class:`~tasks.datasets.Dataset` (``build`` loads its data set by name, and MNIST may not be on
-  disk) and also returns the learner, for the Python-loop driver;
+  disk) and also returns the learner, for the Python-loop driver, and the config's task schedule
+  (:mod:`tasks.schedule`); :func:`on_device` puts a schedule (or one entry) on the device;
 * :func:`mnist_shaped` is random uint8 data with MNIST's shapes (the cost is the same);
 * :func:`interleaved` times several variants round-robin, so that load from other processes on a
   shared machine hits every variant alike;
@@ -30,6 +31,7 @@ from metrics import hooks
 from plasticity.networks import make_network
 from tasks.base import TaskSequence
 from tasks.datasets import Dataset, load_dataset, make_dataset
+from tasks.schedule import Schedule
 
 
 class Pieces(NamedTuple):
@@ -41,6 +43,7 @@ class Pieces(NamedTuple):
     hparams: HParams  # leaves [R]
     keys: jax.Array   # [R]
     dataset: Dataset
+    schedule: Schedule  # the config's task schedule (host numpy, leaves [K])
 
 
 def mnist_shaped(n_train: int = 60000, n_test: int = 10000, seed: int = 0) -> Dataset:
@@ -85,7 +88,14 @@ def mirror_build(cfg: Config, dataset: Dataset | None = None) -> Pieces:
         network, cfg.optimizer, setting=cfg.setting, regularizer=cfg.regularizer,
         optimizer_stats=hooks.optimizer_stats if diagnostics.optimization else None)
     keys = run_keys(exp.runs["seed"].to_numpy())
-    return Pieces(exp.config, exp.tasks, learner, exp.train, exp.spec, exp.hparams, keys, dataset)
+    return Pieces(exp.config, exp.tasks, learner, exp.train, exp.spec, exp.hparams, keys, dataset,
+                  exp.schedule)
+
+
+def on_device(schedule: Schedule) -> Schedule:
+    """A schedule (or one entry of it, :func:`continual.loop.schedule_entry`) as device arrays,
+    the form ``train.run`` / ``train.run_interval`` take it in."""
+    return jax.device_put(jax.tree.map(np.asarray, schedule))
 
 
 def mlp_widths(cfg: Config, tasks: TaskSequence) -> list[int]:
@@ -100,15 +110,17 @@ def sum_in_out(widths: list[int]) -> int:
 def run_flops(cfg: Config, tasks: TaskSequence, seeds: int) -> float:
     """Analytic FLOPs of a whole run (see FLOP_FORMULA)."""
     s = sum_in_out(mlp_widths(cfg, tasks))
-    steps = cfg.num_tasks * cfg.steps_per_task
-    log_points = 1 + cfg.num_tasks * (cfg.steps_per_task // cfg.log_every)
+    intervals = cfg.task_schedule().length  # K = T * I for the sequential schedule
+    steps = intervals * cfg.log_every
+    log_points = 1 + intervals
     eval_width = int(tasks.params.test_index.shape[1])  # padded rows are computed too
     per_seed = 6 * cfg.batch_size * s * steps + 2 * eval_width * s * cfg.num_tasks * log_points
     return float(seeds * per_seed)
 
 
-FLOP_FORMULA = ("FLOPs = seeds x [6*B*S*steps + 2*E*S*T*(1 + T*I)], S = sum(in*out) over dense "
-                "layers, B batch, E eval examples per task, T tasks, I log points per task "
+FLOP_FORMULA = ("FLOPs = seeds x [6*B*S*steps + 2*E*S*T*(1 + K)], S = sum(in*out) over dense "
+                "layers, B batch, E eval examples per task, T tasks, K log intervals of the "
+                "schedule (T*I for the sequential one, I log points per task) "
                 "(train = fwd 2BS + bwd 4BS; biases, activations, softmax and optimizer ignored)")
 
 

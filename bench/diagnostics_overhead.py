@@ -86,11 +86,15 @@ def gram_eigvalsh_with_vectors(a):
 
 
 def compiled_run(p: C.Pieces):
-    fn = jax.jit(over_runs(p.train.run, (0, 0, None, None)))
+    fn = jax.jit(over_runs(p.train.run, (0, 0, None, None, None)))
+    schedule = C.on_device(p.schedule)
     start = time.perf_counter()
-    compiled = fn.lower(p.keys, p.hparams, p.tasks.data, p.tasks.params).compile()
+    compiled = fn.lower(p.keys, p.hparams, p.tasks.data, p.tasks.params, schedule).compile()
     compile_s = time.perf_counter() - start
-    call = lambda: jax.device_get(compiled(p.keys, p.hparams, p.tasks.data, p.tasks.params))  # noqa: E731
+
+    def call():
+        return jax.device_get(compiled(p.keys, p.hparams, p.tasks.data, p.tasks.params, schedule))
+
     return call, compile_s
 
 

@@ -29,12 +29,15 @@ import time
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
+from continual.loop import schedule_entry
 from continual.optimizers import HParams
 from continual.agents import RLSpec, make_rl_train
 from continual.agents.sac import ReplaySpec, SACSpec, make_sac, make_sac_agent
 from tasks.envs import brax as brax_envs
 from tasks.base import task_slice
+from tasks.schedule import parse
 
 
 def stepping(seq, envs: int, steps: int, episode_length: int):
@@ -65,7 +68,9 @@ def stepping(seq, envs: int, steps: int, episode_length: int):
 
 def training(seq, envs: int, steps: int, episode_length: int, updates: int, batch: int,
              hidden: tuple):
-    """One training interval of the RL loop, as ``fn(carry) -> carry`` plus its first carry."""
+    """One training interval of the RL loop, as ``fn(carry) -> carry`` plus its first carry: the
+    first interval of the one-task schedule as a non-switch entry (no key split at the switch),
+    so every call is the same interval on the envs ``init`` reset."""
     sac = make_sac(SACSpec(hidden=hidden), seq.observation_size, seq.action_size)
     replay = ReplaySpec(batch_size=batch, capacity=max(envs * steps, batch), min_replay=batch,
                         val_every=0, q_bias_keep=1)
@@ -76,7 +81,9 @@ def training(seq, envs: int, steps: int, episode_length: int, updates: int, batc
     train = make_rl_train(spec, agent, seq)
     hp = HParams.defaults(learning_rate=3e-4)
     carry, _ = jax.jit(train.init)(jax.random.key(0), hp, (), seq.params)
-    interval = jax.jit(lambda c: train.run_interval(c, 0, hp, (), seq.params)[0])
+    entry = jax.tree.map(jnp.asarray, schedule_entry(parse("sequential", 1, 1), 0)
+                         ._replace(switch=np.bool_(False)))
+    interval = jax.jit(lambda c: train.run_interval(c, entry, hp, (), seq.params)[0])
     return interval, carry
 
 

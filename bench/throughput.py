@@ -4,10 +4,11 @@ What it measures, in one invocation and on the same stream and model:
 
 a. the machine's float32 matmul ceiling with jax (2048×2048 @ 2048×2048, jitted), in GFLOP/s,
    measured before and after the rest (the higher median is used as the ceiling);
-b. plax's sweep mode — ``jax.jit(over_runs(train.run))``, as ``continual.runner.execute(
-   mode="sweep")`` builds it — against the same training step driven by a Python loop (one jitted
-   call per step: sampling + learner update, vmapped over runs; then one jitted call per log point
-   that evaluates every task), in wall seconds, analytic GFLOP/s and % of the ceiling. A single
+b. plax's sweep mode — ``jax.jit(over_runs(train.run))`` over the task schedule, as
+   ``continual.runner.execute(mode="sweep")`` builds it — against the same training step driven by
+   a Python loop over the same schedule (one jitted call per step: sampling + learner update,
+   vmapped over runs; then one jitted call per log point that evaluates every task), in wall
+   seconds, analytic GFLOP/s and % of the ceiling. A single
    ``execute(mode="sweep")`` call is also timed as a user sees it (it traces and compiles anew);
 c. 1, 4 and 16 seeds vmapped in one program against the same seeds run one after another with
    the one-seed program: cost per seed;
@@ -58,7 +59,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
-from continual.loop import Carry  # noqa: E402
+from continual.loop import Carry, schedule_entry  # noqa: E402
 from continual.runner import execute, over_runs, run_keys  # noqa: E402
 from experiments.registry import from_preset  # noqa: E402
 from experiments.registry import build  # noqa: E402
@@ -116,29 +117,47 @@ def compile_sweep(p: C.Pieces, keys=None, hparams=None):
     """The program ``execute(mode="sweep")`` runs, compiled ahead of time (seconds returned)."""
     keys = p.keys if keys is None else keys
     hparams = p.hparams if hparams is None else hparams
-    fn = jax.jit(over_runs(p.train.run, (0, 0, None, None)))
+    fn = jax.jit(over_runs(p.train.run, (0, 0, None, None, None)))
     start = time.perf_counter()
-    compiled = fn.lower(keys, hparams, p.tasks.data, p.tasks.params).compile()
+    compiled = fn.lower(keys, hparams, p.tasks.data, p.tasks.params,
+                        C.on_device(p.schedule)).compile()
     return compiled, time.perf_counter() - start
 
 
 def sweep_call(compiled, p: C.Pieces, keys=None, hparams=None):
     keys = p.keys if keys is None else keys
     hparams = p.hparams if hparams is None else hparams
-    return lambda: jax.device_get(compiled(keys, hparams, p.tasks.data, p.tasks.params))
+    schedule = C.on_device(p.schedule)
+    return lambda: jax.device_get(compiled(keys, hparams, p.tasks.data, p.tasks.params,
+                                           schedule))
 
 
 def make_python_loop(p: C.Pieces):
-    """The loop's step as one jitted call per step (vmapped over runs), driven from Python; the
-    library's own jitted ``init`` (with the step-0 evaluation) and ``between_tasks``; one jitted
-    evaluation of every task per log point. The step mirrors ``continual.loop``'s (key
-    splitting, sampling, learner update), so both give the same numbers (checked
-    below). Returns ``(compile_seconds, run)``; ``run()`` returns host arrays
-    ``(eval_acc [R, 1 + T*I, T], train_loss [R, T*steps])``."""
+    """The loop's step as one jitted call per step (vmapped over runs), driven from Python over
+    the task schedule; the library's own jitted ``init`` (with the step-0 evaluation); at the
+    first interval of each visit one jitted call of what the loop's ``at_switch`` does there (the
+    key split, and the learner's boundary hook where the schedule announces the boundary); one
+    jitted evaluation of every task per log point. The step and the switch mirror
+    ``continual.loop``'s (key splitting, sampling, learner update), so both give the same numbers
+    (checked below). Returns ``(compile_seconds, run)``; ``run()`` returns host arrays
+    ``(eval_acc [R, 1 + K, T], train_loss [R, K*log_every])``."""
     learner, tasks, spec, train = p.learner, p.tasks, p.spec, p.train
-    num_tasks = p.cfg.num_tasks
+    schedule = p.schedule
     if spec.replay_capacity or spec.intervention_every:
         raise ValueError("the Python-loop driver covers the plain loop (no replay/interventions)")
+    if schedule.mixed:
+        raise ValueError("the Python-loop driver covers pure schedules (no drift mixtures)")
+
+    def switch(carry: Carry, entry, data, task_params):
+        # continual.loop's at_switch for a learner without interventions.
+        key, k_boundary, _ = jax.random.split(carry.key, 3)
+
+        def apply(state):
+            probe = tasks.probe_batch(data, task_slice(task_params, entry.previous))
+            return learner.boundary(state, probe, k_boundary)
+
+        state = jax.lax.cond(entry.announce, apply, lambda s: s, carry.state)
+        return carry._replace(state=state, key=key)
 
     def step(carry: Carry, task, hparams, data):
         key, batch_key, update_key, _ = jax.random.split(carry.key, 4)
@@ -158,9 +177,9 @@ def make_python_loop(p: C.Pieces):
               .lower(keys, hparams, data, params).compile())
     carry0, _ = init_c(keys, hparams, data, params)
     t0 = jnp.int32(0)
-    between_c = (jax.jit(over_runs(train.between_tasks, (0, None, 0, None, None)),
-                         donate_argnums=0)
-                 .lower(carry0, t0, hparams, data, params).compile())
+    entries = [C.on_device(schedule_entry(schedule, k)) for k in range(schedule.length)]
+    switch_c = (jax.jit(over_runs(switch, (0, None, None, None)), donate_argnums=0)
+                .lower(carry0, entries[0], data, params).compile())
     slice_c = jax.jit(task_slice).lower(params, t0).compile()
     task0 = slice_c(params, t0)
     step_c = (jax.jit(over_runs(step, (0, None, 0, None)), donate_argnums=0)
@@ -168,19 +187,20 @@ def make_python_loop(p: C.Pieces):
     eval_c = (jax.jit(over_runs(evaluate, (0, None, None)))
               .lower(carry0.state, data, params).compile())
     compile_s = time.perf_counter() - start
-    t_dev = [jnp.int32(t) for t in range(num_tasks)]
+    switches = [bool(s) for s in schedule.switch]
 
     def run():
         carry, logs0 = init_c(keys, hparams, data, params)
         evals, losses = [logs0["eval_acc"]], []
-        for t in range(num_tasks):
-            carry = between_c(carry, t_dev[t], hparams, data, params)
-            task = slice_c(params, t_dev[t])
-            for _ in range(spec.intervals_per_task):
-                for _ in range(spec.log_every):
-                    carry, info = step_c(carry, task, hparams, data)
-                    losses.append(info["train_loss"])
-                evals.append(eval_c(carry.state, data, params))
+        task = None
+        for k, entry in enumerate(entries):
+            if switches[k]:  # the first interval of a visit (interval 0 included)
+                carry = switch_c(carry, entry, data, params)
+                task = slice_c(params, entry.task)
+            for _ in range(spec.log_every):
+                carry, info = step_c(carry, task, hparams, data)
+                losses.append(info["train_loss"])
+            evals.append(eval_c(carry.state, data, params))
         evals, losses = jax.device_get((evals, losses))
         return np.stack(evals, axis=1), np.stack(losses, axis=1)
 
@@ -188,10 +208,9 @@ def make_python_loop(p: C.Pieces):
 
 
 def sweep_eval_matrix(logs0, logs) -> np.ndarray:
-    """eval_acc of the sweep's logs as ``[R, 1 + T*I, T]`` (the Python loop's layout)."""
-    acc = np.asarray(logs["eval_acc"])  # [R, T, I, T]
-    r, t, i, te = acc.shape
-    return np.concatenate([np.asarray(logs0["eval_acc"])[:, None], acc.reshape(r, t * i, te)], 1)
+    """eval_acc of the sweep's logs as ``[R, 1 + K, T]`` (the Python loop's layout)."""
+    acc = np.asarray(logs["eval_acc"])  # [R, K, T]
+    return np.concatenate([np.asarray(logs0["eval_acc"])[:, None], acc], 1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -485,13 +504,12 @@ def main(argv=None) -> int:
         if size == "quickstart":
             exp = build(cfg)  # the real path, by name
             train, hp, data, params = exp.train, exp.hparams, exp.tasks.data, exp.tasks.params
-            keys = run_keys(exp.runs["seed"].to_numpy())
+            keys, schedule = run_keys(exp.runs["seed"].to_numpy()), exp.schedule
         else:
             train, hp, data, params, keys = p.train, p.hparams, p.tasks.data, p.tasks.params, p.keys
+            schedule = p.schedule
         start = time.perf_counter()
-        e_logs0, e_logs = execute(train, keys, hp, data, params, num_tasks=cfg.num_tasks,
-                                  intervals_per_task=cfg.steps_per_task // cfg.log_every,
-                                  mode="sweep")
+        e_logs0, e_logs = execute(train, keys, hp, data, params, schedule, mode="sweep")
         execute_s = time.perf_counter() - start
         checks[f"{size}: max |eval_acc execute() - steady-state sweep|"] = float(
             np.max(np.abs(sweep_eval_matrix(e_logs0, e_logs) - sweep_acc)))

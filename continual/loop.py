@@ -2,16 +2,18 @@
 
 Nesting (DESIGN.md, principle 2)::
 
-    vmap(runs) → scan(tasks) → scan(log intervals) → scan(steps)
+    vmap(runs) → scan(schedule: log intervals) → scan(steps)
 
-The same pure pieces serve both execution modes:
+The task schedule (:mod:`tasks.schedule`) is data: each log interval reads its entry (the task,
+or a mixture of two, and whether a boundary is announced before it), so every schedule of the
+same total length shares one compilation. The same pure pieces serve both execution modes:
 
-* **sweep** — :attr:`Train.run` does the whole sequence in one call;
-* **chunked** — a host loop calls :attr:`Train.run_task` once per task (one compilation, because
-  the task index is a traced argument and every task has the same shapes).
+* **sweep** — :attr:`Train.run` does the whole schedule in one call;
+* **chunked** — a host loop calls :attr:`Train.run_interval` once per log interval (one
+  compilation, because the interval's schedule entry is a traced argument).
 
-After every log interval the loop measures accuracy on *every* task (so the train-task × eval-task
-matrix R is the last interval of each task, and learning curves come for free) and runs the
+After every log interval the loop measures accuracy on *every* task (so the visit × eval-task
+matrix R is the last interval of each visit, and learning curves come for free) and runs the
 selected diagnostics on the current task's fixed probe batch. Nothing leaves the device inside.
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ from continual.classifier import Learner, TrainState
 from continual.interventions import Intervention
 from continual.optimizers import HParams
 from tasks.base import TaskSequence, task_slice
+from tasks.schedule import Schedule
 
 # (state, probe features) -> {metric: {layer: value}}; see metrics.probes.make_diagnose
 Diagnose = Callable[[TrainState, dict], dict]
@@ -78,21 +81,55 @@ class Carry(NamedTuple):
 class Train(NamedTuple):
     """Pure functions of one run; vmap them over runs (see :mod:`continual.runner`).
 
-    Shapes in the logs: ``I`` intervals per task, ``T`` tasks.
+    ``entry`` is one interval of a :class:`tasks.schedule.Schedule` (its fields as scalars; see
+    :func:`schedule_entry`); ``K`` is the schedule's length.
 
     * ``init(key, hparams, data, task_params) -> (carry, logs0)``: logs at step 0 (R row 0).
-    * ``between_tasks(carry, t, hparams, data, task_params) -> carry``: boundary hooks before
-      task ``t`` (a no-op for t = 0); ``run_interval(carry, t, ...) -> (carry, logs)``: one log
-      interval of task ``t``. Chunked mode drives these two from the host.
-    * ``run_task(carry, t, hparams, data, task_params) -> (carry, logs[I])``.
-    * ``run(key, hparams, data, task_params) -> (logs0, logs[T, I])``: the whole sequence.
+    * ``run_interval(carry, entry, hparams, data, task_params) -> (carry, logs)``: one log
+      interval, after the boundary hooks when ``entry`` announces a switch. Chunked mode drives
+      it from the host.
+    * ``run(key, hparams, data, task_params, schedule) -> (logs0, logs[K])``: the whole schedule.
     """
 
     init: Callable
-    run_task: Callable
-    run: Callable
-    between_tasks: Callable
     run_interval: Callable
+    run: Callable
+
+
+def schedule_entry(schedule: Schedule, k) -> Schedule:
+    """Interval ``k`` of a schedule (``k`` may be traced)."""
+    return task_slice(schedule, k)
+
+
+def scan_schedule(init: Callable, run_interval: Callable) -> Callable:
+    """``run``: ``init``, then ``run_interval`` scanned over every entry of the schedule."""
+    def run(key, hparams, data, task_params, schedule: Schedule):
+        carry, logs0 = init(key, hparams, data, task_params)
+        _, logs = jax.lax.scan(
+            lambda c, entry: run_interval(c, entry, hparams, data, task_params), carry,
+            schedule)
+        return logs0, logs
+    return run
+
+
+def current_examples(tasks: TaskSequence, task_params, entry: Schedule, key, n: int):
+    """``n`` training-example indices of an interval and the task each is seen in: all from
+    ``entry.task`` in a pure interval; in a drift mixture each independently from
+    ``entry.other`` with probability ``entry.share`` (so a batch's count of ``other`` examples
+    is Binomial(n, share)). A pure interval draws exactly as without a schedule."""
+    def pure(k):
+        return (tasks.sample_index(task_slice(task_params, entry.task), k, n),
+                jnp.full((n,), entry.task, jnp.int32))
+
+    def mixed(k):
+        k_a, k_b, k_which = jax.random.split(k, 3)
+        from_other = jax.random.uniform(k_which, (n,)) < entry.share
+        idx = jnp.where(from_other,
+                        tasks.sample_index(task_slice(task_params, entry.other), k_b, n),
+                        tasks.sample_index(task_slice(task_params, entry.task), k_a, n))
+        return idx, jnp.where(from_other, entry.other, entry.task).astype(jnp.int32)
+
+    return jax.lax.cond(entry.share > 0, mixed, pure, key)
 
 
 def make_train(spec: LoopSpec, learner: Learner, tasks: TaskSequence,
@@ -131,14 +168,24 @@ def make_train(spec: LoopSpec, learner: Learner, tasks: TaskSequence,
         return (Carry(state, key, items, jnp.zeros((), bool)),
                 measure(state, 0, data, task_params))
 
-    def draw(carry: Carry, t, task, data, task_params, key):
-        """The training batch: current-task examples plus, with rehearsal, examples drawn from
-        the reservoir (each seen as in its own task); the current ones enter the reservoir."""
+    def draw(carry: Carry, entry: Schedule, data, task_params, key):
+        """The training batch: examples of the interval's task (:func:`current_examples`)
+        plus, with rehearsal, examples drawn from the reservoir (each seen as in its own task);
+        the current ones enter the reservoir."""
         if buffer is None:
-            return tasks.sample(data, task, key, spec.batch_size), carry.buffer
+            def mixed(k):
+                idx, ids = current_examples(tasks, task_params, entry, k, spec.batch_size)
+                return tasks.examples(data, task_params, idx, ids, jnp.ones(spec.batch_size))
+
+            def pure(k):  # the plain sampler (and its random stream); masks per row as mixed's
+                batch = tasks.sample(data, task_slice(task_params, entry.task), k,
+                                     spec.batch_size)
+                return batch._replace(class_mask=jnp.broadcast_to(
+                    batch.class_mask, (spec.batch_size, batch.class_mask.shape[-1])))
+
+            return jax.lax.cond(entry.share > 0, mixed, pure, key), carry.buffer
         k_cur, k_rep, k_add = jax.random.split(key, 3)
-        idx = tasks.sample_index(task, k_cur, n_current)
-        task_ids = jnp.full((n_current,), t, jnp.int32)
+        idx, task_ids = current_examples(tasks, task_params, entry, k_cur, n_current)
         old_idx, old_task = buffer.sample(carry.buffer, k_rep, n_replay)
         has_old = (carry.buffer.size > 0).astype(jnp.float32)
         batch = tasks.examples(
@@ -151,27 +198,31 @@ def make_train(spec: LoopSpec, learner: Learner, tasks: TaskSequence,
         return jax.lax.cond(state.step % max(spec.intervention_every, 1) == 0,
                             lambda s: intervention(s, batch, hparams, key), lambda s: s, state)
 
-    def between_tasks(carry: Carry, t, hparams, data, task_params) -> Carry:
-        """Before task t > 0: the learner's boundary hook (EWC) and boundary interventions, on
-        the finished task's probe batch."""
-        key, k_boundary, k_int = jax.random.split(carry.key, 3)
-        probe = tasks.probe_batch(data, task_slice(task_params, jnp.maximum(t - 1, 0)))
+    def at_switch(carry: Carry, entry: Schedule, hparams, data, task_params) -> Carry:
+        """At the first interval of a visit: a fresh key split, and, when the schedule announces
+        the boundary, the learner's boundary hook (EWC) and boundary interventions on the
+        finished task's probe batch. Hidden boundaries run no hook."""
+        def switch(c: Carry) -> Carry:
+            key, k_boundary, k_int = jax.random.split(c.key, 3)
+            probe = tasks.probe_batch(data, task_slice(task_params, entry.previous))
 
-        def apply(state):
-            state = learner.boundary(state, probe, k_boundary)
-            if intervention is not None and spec.intervention_every == 0:
-                state = intervention(state, probe, hparams, k_int)
-            return state
+            def apply(state):
+                state = learner.boundary(state, probe, k_boundary)
+                if intervention is not None and spec.intervention_every == 0:
+                    state = intervention(state, probe, hparams, k_int)
+                return state
 
-        state = jax.lax.cond(t > 0, apply, lambda s: s, carry.state)
-        return carry._replace(state=state, key=key)
+            state = jax.lax.cond(entry.announce, apply, lambda s: s, c.state)
+            return c._replace(state=state, key=key)
 
-    def run_interval(carry: Carry, t, hparams: HParams, data, task_params):
-        task = task_slice(task_params, t)
+        return jax.lax.cond(entry.switch, switch, lambda c: c, carry)
+
+    def run_interval(carry: Carry, entry: Schedule, hparams: HParams, data, task_params):
+        carry = at_switch(carry, entry, hparams, data, task_params)
 
         def step(carry: Carry, _, update=learner.update):
             key, batch_key, update_key, int_key = jax.random.split(carry.key, 4)
-            batch, items = draw(carry, t, task, data, task_params, batch_key)
+            batch, items = draw(carry, entry, data, task_params, batch_key)
             state, info = update(carry.state, batch, hparams, update_key)
             if intervention is not None and spec.intervention_every > 0:
                 state = intervene(state, batch, hparams, int_key)
@@ -200,22 +251,7 @@ def make_train(spec: LoopSpec, learner: Learner, tasks: TaskSequence,
                 "nonfinite_steps": jnp.maximum(jnp.sum(loss_bad), (~params_ok).astype(jnp.int32)),
                 "nonfinite_loss": jnp.sum(loss_bad),
                 "nonfinite_params": (~params_ok).astype(jnp.int32)}
-        logs.update(measure(carry.state, t, data, task_params))
+        logs.update(measure(carry.state, entry.task, data, task_params))
         return carry, logs
 
-    def run_task(carry: Carry, t, hparams: HParams, data, task_params):
-        carry = between_tasks(carry, t, hparams, data, task_params)
-        return jax.lax.scan(lambda c, _: run_interval(c, t, hparams, data, task_params), carry,
-                            length=spec.intervals_per_task)
-
-    def run(key, hparams: HParams, data, task_params):
-        carry, logs0 = init(key, hparams, data, task_params)
-        num_tasks = jax.tree.leaves(task_params)[0].shape[0]
-
-        def body(carry, t):
-            return run_task(carry, t, hparams, data, task_params)
-
-        _, logs = jax.lax.scan(body, carry, jnp.arange(num_tasks))
-        return logs0, logs
-
-    return Train(init, run_task, run, between_tasks, run_interval)
+    return Train(init, run_interval, scan_schedule(init, run_interval))

@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from continual.loop import Train
+from tasks.schedule import Schedule
 
 MODES = ("sweep", "chunked")
 
@@ -93,50 +94,60 @@ def over_runs(fn: Callable, in_axes: tuple) -> Callable:
     return call
 
 
+def compiled(train: Train, mode: str, mesh: Mesh | None = None) -> tuple:
+    """The jitted, run-vmapped functions of ``train`` for ``mode`` (see :func:`over_runs`) on
+    ``mesh`` (default :func:`run_mesh`), cached so that executing it again (a new task sequence
+    or schedule of the same shapes, a resumed run) reuses the compilation instead of tracing
+    anew.
+
+    Every output is pinned to the run axis's sharding: left to XLA, the interval function
+    returned some carry leaves replicated, so its second call saw other input shardings than
+    its first (init's carry) and compiled the interval program a second time."""
+    return _compiled(train, mode, run_mesh() if mesh is None else mesh)
+
+
 @functools.lru_cache(maxsize=16)
-def compiled(train: Train, mode: str) -> tuple:
-    """The jitted, run-vmapped functions of ``train`` for ``mode`` (see :func:`over_runs`),
-    cached per ``train`` so that executing it again (a new task sequence of the same shapes, a
-    resumed run) reuses the compilation instead of tracing anew."""
+def _compiled(train: Train, mode: str, mesh: Mesh) -> tuple:
+    jit = functools.partial(jax.jit, out_shardings=NamedSharding(mesh, PartitionSpec("runs")))
     if mode == "sweep":
-        return (jax.jit(over_runs(train.run, (0, 0, None, None))),)
-    return (jax.jit(over_runs(train.init, (0, 0, None, None))),
-            jax.jit(over_runs(train.between_tasks, (0, None, 0, None, None)), donate_argnums=0),
-            jax.jit(over_runs(train.run_interval, (0, None, 0, None, None)), donate_argnums=0))
+        return (jit(over_runs(train.run, (0, 0, None, None, None))),)
+    return (jit(over_runs(train.init, (0, 0, None, None))),
+            jit(over_runs(train.run_interval, (0, None, 0, None, None)), donate_argnums=0))
 
 
-def execute(train: Train, keys: jax.Array, hparams: Any, data: Any, task_params: Any, *,
-            num_tasks: int, intervals_per_task: int, mode: str = "chunked",
-            mesh: Mesh | None = None, checkpointer: Any = None,
-            checkpoint_seconds: float = 0.0,
+def execute(train: Train, keys: jax.Array, hparams: Any, data: Any, task_params: Any,
+            schedule: Schedule, *, mode: str = "chunked", mesh: Mesh | None = None,
+            checkpointer: Any = None, checkpoint_seconds: float = 0.0,
             on_init: Callable[[Any], None] | None = None,
-            on_interval: Callable[[int, int, Any], None] | None = None) -> tuple[Any, Any]:
-    """Runs every run of the batch and returns host arrays ``(logs0, logs)``.
+            on_interval: Callable[[int, Any], None] | None = None) -> tuple[Any, Any]:
+    """Runs every run of the batch through the ``K`` intervals of ``schedule`` and returns host
+    arrays ``(logs0, logs)``.
 
-    Leaves of ``logs0`` have shape ``[R, ...]`` and of ``logs`` ``[R, T, I, ...]``.
+    Leaves of ``logs0`` have shape ``[R, ...]`` and of ``logs`` ``[R, K, ...]``.
 
-    * ``sweep``: the whole sequence is one compiled call (fastest; no progress until it ends).
-    * ``chunked``: a host loop over log intervals calling the same two compiled functions
-      (between tasks; one interval). ``on_init(logs0)`` and ``on_interval(t, i, logs)`` get host
-      logs as they arrive. With a ``checkpointer`` (see :mod:`continual.checkpoint`) the state
-      and logs are saved at every task boundary and whenever ``checkpoint_seconds`` have passed,
-      and a run resumes from its latest checkpoint with identical results.
+    * ``sweep``: the whole schedule is one compiled call (fastest; no progress until it ends).
+    * ``chunked``: a host loop over log intervals calling the same compiled interval function.
+      ``on_init(logs0)`` and ``on_interval(k, logs)`` get host logs as they arrive. With a
+      ``checkpointer`` (see :mod:`continual.checkpoint`) the state and logs are saved at the end
+      of every visit and whenever ``checkpoint_seconds`` have passed, and a run resumes from its
+      latest checkpoint with identical results.
     """
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
     mesh = run_mesh() if mesh is None else mesh
     keys, hparams, data, task_params, runs = shard_inputs(mesh, keys, hparams, data, task_params)
+    total = schedule.length
+    on_device = _put(jax.tree.map(np.asarray, schedule), NamedSharding(mesh, PartitionSpec()))
     if mode == "sweep":
-        run, = compiled(train, mode)
-        logs0, logs = to_host(run(keys, hparams, data, task_params), runs)
+        run, = compiled(train, mode, mesh)
+        logs0, logs = to_host(run(keys, hparams, data, task_params, on_device), runs)
         if on_init is not None:
             on_init(logs0)
         if on_interval is not None:
-            on_interval(num_tasks - 1, intervals_per_task - 1,
-                        jax.tree.map(lambda a: a[:, -1, -1], logs))
+            on_interval(total - 1, jax.tree.map(lambda a: a[:, -1], logs))
         return logs0, logs
 
-    init, between, interval = compiled(train, mode)
+    init, interval = compiled(train, mode, mesh)
     carry, logs0 = init(keys, hparams, data, task_params)
     received: list = []
     position = 0
@@ -148,23 +159,21 @@ def execute(train: Train, keys: jax.Array, hparams: Any, data: Any, task_params:
     if on_init is not None:
         on_init(logs0)
     last_save = time.monotonic()
-    total = num_tasks * intervals_per_task
-    for pos in range(position, total):
-        t, i = divmod(pos, intervals_per_task)
-        t_dev = jax.device_put(np.int32(t))
-        if i == 0:
-            carry = between(carry, t_dev, hparams, data, task_params)
-        carry, logs_i = interval(carry, t_dev, hparams, data, task_params)
-        logs_i = to_host(logs_i, runs)
-        received.append(logs_i)
+    visit_ends = np.append(schedule.switch[1:], True)
+    for k in range(position, total):
+        carry, logs_k = interval(carry, jax.tree.map(lambda a: a[k], on_device), hparams, data,
+                                 task_params)
+        logs_k = to_host(logs_k, runs)
+        received.append(logs_k)
         if on_interval is not None:
-            on_interval(t, i, logs_i)
-        boundary = i == intervals_per_task - 1
+            on_interval(k, logs_k)
         due = checkpoint_seconds > 0 and time.monotonic() - last_save >= checkpoint_seconds
-        if checkpointer is not None and (boundary or due) and pos + 1 < total:
-            checkpointer.save(pos + 1, carry, (logs0, received))
+        if checkpointer is not None and (visit_ends[k] or due) and k + 1 < total:
+            checkpointer.save(k + 1, carry, (logs0, received))
             last_save = time.monotonic()
-    logs = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *received)  # [R, T*I, ...]
-    logs = jax.tree.map(lambda a: a.reshape(a.shape[0], num_tasks, intervals_per_task,
-                                            *a.shape[2:]), logs)
-    return logs0, logs
+    return logs0, stack_intervals(received)
+
+
+def stack_intervals(received: list) -> Any:
+    """Host logs of consecutive intervals (leaves ``[R, ...]``) as leaves ``[R, K, ...]``."""
+    return jax.tree.map(lambda *xs: np.stack(xs, axis=1), *received)

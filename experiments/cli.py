@@ -253,8 +253,8 @@ def _cmd_run(args) -> int:
             results.save(out, partial.table, {**meta, "partial": True})
             sinks.write(sinks.selected(args), out, partial.table, None,
                         {**meta, "partial": True}, partial=True)
-        print(f"plax: interrupted after {partial.tasks_done} of {cfg.num_tasks} tasks; results "
-              f"so far saved in {out}", file=sys.stderr)
+        print(f"plax: interrupted after {partial.intervals_done} of {partial.total} log "
+              f"intervals; results so far saved in {out}", file=sys.stderr)
         raise partial.cause
     meta["wall_seconds"] = round(wall, 3)
     if not writer:
@@ -277,9 +277,14 @@ def _print_summary(table, agg, per_run) -> None:
     print(report.format_summary(agg))
     kept = report.plasticity_verdicts(table, agg)
     if kept:
-        print("\nplasticity: performance on each new task right after its training, first "
-              "task → last task (mean over seeds)")
+        print("\nplasticity: performance on the trained task at the end of its visit, first "
+              "visit → last visit (mean over seeds)")
         print(kept)
+    relearning = report.relearning_table(table)
+    if relearning:
+        print(f"\nrelearning: steps until a visit reaches {100 * 0.9:.0f}% of what the task's "
+              f"first visit gained (mean [95% CI] over seeds)")
+        print(relearning)
     diverged = per_run[per_run["diverged"]]
     for run, row in diverged.iterrows():
         print(f"warning: run {run} (seed {row['seed']}) diverged: non-finite "

@@ -107,10 +107,11 @@ def ranking(per_run: pd.DataFrame, by: list[str], metrics: Sequence[str], *,
 
 
 def add_plasticity_slope(per_run: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """Least-squares slope of the plasticity curve over task index (negative = losing
-    plasticity), one value per run."""
+    """Least-squares slope of the plasticity curve (performance at the end of each visit) over
+    the visit index (negative = losing plasticity), one value per run; for the sequential
+    schedule the visit index is the task index."""
     R, _ = results.r_matrix(table)
-    curve = continual.plasticity_curve(R)
+    curve = continual.plasticity_curve(R, results.visit_tasks(table))
     x = np.arange(curve.shape[1]) - (curve.shape[1] - 1) / 2
     slope = (curve * x).sum(-1) / max((x**2).sum(), 1e-12)
     per_run = per_run.copy()

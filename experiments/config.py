@@ -24,6 +24,7 @@ from metrics.hooks import parse_metrics
 from plasticity.activations import ACTIVATIONS
 from plasticity.networks import NETWORKS
 from plasticity.regularizers import ALIASES, REGULARIZERS
+from tasks import schedule as schedules
 
 
 class ConfigError(ValueError):
@@ -44,6 +45,9 @@ class ConfigBase:
     implement ``num_tasks``, ``describe`` and, for their own checks, ``check``."""
 
     kind: ClassVar[str] = ""
+    # Whether the kind's loop trains mixtures of two tasks in one interval (drift schedules;
+    # continual.loop does, the RL loop does not yet): other kinds refuse drift.
+    mixes_tasks: ClassVar[bool] = False
 
     # The network(s) being trained.
     network: str = option("mlp", "network architecture (RL: actor and critic)", NETWORKS)
@@ -77,6 +81,16 @@ class ConfigBase:
                               vmapped=True)
     sp_perturb: tuple = option((0.01,), "shrink & perturb noise scale (ε a fresh init sample)",
                                vmapped=True)
+    # The task schedule (tasks.schedule).
+    schedule: str = option("sequential", "which task each log interval trains: sequential, "
+                           "repeat:K, order:0,1,0[x2], durations:1,4,1, random:dwell=D, "
+                           "drift:window=W[,shape=sigmoid], curriculum:D0,D1,... (durations "
+                           "count log intervals)")
+    boundaries: str = option("announced", "announced: boundary hooks (EWC, resets between "
+                             "tasks, replay emptying) run at every switch; hidden: never "
+                             "(task-free)", schedules.BOUNDARIES)
+    task_seed: int = option(0, "seed of the task sequence and of a random schedule (shared by "
+                            "all runs)")
     # The loop and its measurements.
     batch_size: int = option(64, "training batch size (RL: replay batch)")
     log_every: int = option(50, "steps between log points (evaluation on all tasks, "
@@ -99,6 +113,16 @@ class ConfigBase:
     @property
     def num_tasks(self) -> int:
         raise NotImplementedError
+
+    @property
+    def intervals_per_task(self) -> int:
+        """Log intervals of one task in the sequential schedule (the unit of ``repeat`` and
+        ``order``)."""
+        raise NotImplementedError
+
+    def task_schedule(self) -> schedules.Schedule:
+        return schedules.parse(self.schedule, self.num_tasks, self.intervals_per_task,
+                               seed=self.task_seed, boundaries=self.boundaries)
 
     def describe(self) -> str:
         raise NotImplementedError
@@ -136,7 +160,7 @@ class ConfigBase:
             value = getattr(self, name)
             if (min(value) if isinstance(value, tuple) and value else value) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
-        for name in ("reset_every", "seed"):
+        for name in ("reset_every", "seed", "task_seed"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.dormant_tau < 0:
@@ -152,6 +176,15 @@ class ConfigBase:
                + self.sp_perturb):
             raise ConfigError("weight_decay, reg_strength, redo_tau and sp_perturb must be >= 0")
         self.check()
+        try:
+            schedule = self.task_schedule()
+        except schedules.ScheduleError as err:
+            raise ConfigError(f"schedule: {err}") from None
+        if schedule.mixed and not self.mixes_tasks:
+            raise ConfigError(f"schedule: {self.schedule!r} mixes two tasks within a log "
+                              f"interval, which {self.kind} runs do not support yet; use a "
+                              f"pure schedule (sequential, repeat, order, durations, random, "
+                              f"curriculum)")
         return self
 
 

@@ -21,17 +21,21 @@ import pandas as pd
 
 from continual.loop import Train
 from continual.optimizers import HParams
-from continual.runner import execute, run_keys
+from continual.runner import execute, run_keys, stack_intervals
 from metrics import results
+from tasks.schedule import Schedule
 
 
 class PartialRun(Exception):
-    """Raised when a chunked run stops early (Ctrl-C, error): carries the table of the tasks that
-    finished, so the caller can save it before re-raising ``cause``."""
+    """Raised when a chunked run stops early (Ctrl-C, error): carries the table of the log
+    intervals that finished, so the caller can save it before re-raising ``cause``."""
 
-    def __init__(self, table: pd.DataFrame, tasks_done: int, cause: BaseException):
-        super().__init__(f"run stopped after {tasks_done} tasks: {cause!r}")
-        self.table, self.tasks_done, self.cause = table, tasks_done, cause
+    def __init__(self, table: pd.DataFrame, intervals_done: int, total: int,
+                 cause: BaseException):
+        super().__init__(f"run stopped after {intervals_done} of {total} log intervals: "
+                         f"{cause!r}")
+        self.table, self.intervals_done, self.total = table, intervals_done, total
+        self.cause = cause
 
 
 class Experiment(NamedTuple):
@@ -42,9 +46,14 @@ class Experiment(NamedTuple):
     train: Train
     runs: pd.DataFrame  # one row per run: seed and vmapped hyperparameters
     hparams: HParams    # leaves [R]
-    spec: Any           # the loop's static sizes (``intervals_per_task``)
+    spec: Any           # the loop's static sizes
     # (host logs of one interval, task index) -> progress-bar fields, averaged over runs
     progress: Callable[[dict, int], dict[str, str]]
+
+    @property
+    def schedule(self) -> Schedule:
+        """The task schedule the config names (:mod:`tasks.schedule`)."""
+        return self.config.task_schedule()
 
 
 class Kind(NamedTuple):
@@ -88,14 +97,14 @@ def run(exp: Experiment, *, progress: bool = True, checkpointer=None,
     """Executes all runs; returns ``(table, per_run_summary, wall_seconds)``.
 
     In chunked mode a progress bar counts log intervals; an interruption raises
-    :class:`PartialRun` carrying the table of the tasks completed so far."""
+    :class:`PartialRun` carrying the table of the intervals completed so far."""
     cfg = exp.config
     keys = run_keys(exp.runs["seed"].to_numpy())
-    intervals = exp.spec.intervals_per_task
+    schedule = exp.schedule
     bar = None
     if progress and cfg.mode == "chunked":
         from tqdm.auto import tqdm
-        bar = tqdm(total=cfg.num_tasks * intervals, desc="training", unit="interval")
+        bar = tqdm(total=schedule.length, desc="training", unit="interval")
 
     received: dict = {"logs0": None, "intervals": []}
 
@@ -105,35 +114,37 @@ def run(exp: Experiment, *, progress: bool = True, checkpointer=None,
         if bar is not None:  # a resumed run starts part-way
             bar.reset()
 
-    def on_interval(t, i, logs):
+    def on_interval(k, logs):
         received["intervals"].append(logs)
         if bar is not None:
-            if bar.n == 0 and (t, i) != (0, 0):
-                bar.update(t * intervals + i)
+            if bar.n == 0 and k > 0:
+                bar.update(k)
+            t = int(schedule.task[k])
             bar.set_postfix(task=t, **exp.progress(logs, t))
             bar.update(1)
+
+    def table_of(logs0, logs, n):
+        shares = schedule.shares(cfg.num_tasks)[:n] if schedule.mixed else None
+        return results.mark_diverged(results.to_frame(logs0, logs, exp.runs, cfg.log_every,
+                                                      schedule.task[:n], shares))
 
     start = time.perf_counter()
     try:
         logs0, logs = execute(exp.train, keys, exp.hparams, exp.tasks.data, exp.tasks.params,
-                              num_tasks=cfg.num_tasks, intervals_per_task=intervals,
-                              mode=cfg.mode, checkpointer=checkpointer,
+                              schedule, mode=cfg.mode, checkpointer=checkpointer,
                               checkpoint_seconds=checkpoint_seconds,
                               on_init=on_init, on_interval=on_interval)
     except (Exception, KeyboardInterrupt) as err:
-        done = len(received["intervals"]) // intervals
+        done = len(received["intervals"])
         if cfg.mode != "chunked" or received["logs0"] is None or done == 0:
             raise
-        logs = jax.tree.map(lambda *xs: np.stack(xs, axis=1), *received["intervals"][:done * intervals])
-        logs = jax.tree.map(lambda a: a.reshape(a.shape[0], done, intervals, *a.shape[2:]), logs)
-        table = results.mark_diverged(
-            results.to_frame(received["logs0"], logs, exp.runs, cfg.log_every))
-        raise PartialRun(table, done, err) from err
+        table = table_of(received["logs0"], stack_intervals(received["intervals"]), done)
+        raise PartialRun(table, done, schedule.length, err) from err
     finally:
         if bar is not None:
             bar.close()
     wall = time.perf_counter() - start
-    table = results.mark_diverged(results.to_frame(logs0, logs, exp.runs, cfg.log_every))
+    table = table_of(logs0, logs, schedule.length)
     return table, results.summarize_runs(table), wall
 
 

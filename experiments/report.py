@@ -1,8 +1,11 @@
 """Plots and summaries drawn from a results table alone (so any saved run can be redrawn).
 
-* ``r_matrix.png`` — mean accuracy matrix R (train task × eval task) per setting;
-* ``accuracy_curves.png`` — accuracy on every task over training, task boundaries marked;
-* ``plasticity.png`` — accuracy on each task at the end of its own training (mean and 95% CI);
+* ``r_matrix.png`` — mean accuracy matrix R (one row per visit × eval task) per setting;
+* ``accuracy_curves.png`` — accuracy on every task over training, task switches marked (and,
+  when the schedule revisits a task, each visit's span shaded in its task's colour);
+* ``plasticity.png`` — accuracy on each visit's task at the end of the visit (mean and 95% CI);
+* ``relearning.png`` — only when the schedule revisits a task: steps each visit needs to reach
+  the task's relearning target (:mod:`metrics.visits`), mean and 95% CI over seeds;
 * ``diagnostics.png`` — each diagnostic over training, per layer, mean and spread over seeds;
 * the learner's own signals figure where its :class:`metrics.results.Readout` names one (RL:
   ``rl.png`` — training and evaluation returns, critic estimate vs Monte-Carlo return and
@@ -22,10 +25,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from metrics import continual, results  # noqa: E402
+from metrics import continual, results, visits  # noqa: E402
 
-# Logged every interval but not diagnostics: plotted elsewhere or not at all.
-_NOT_DIAGNOSTICS = {"nonfinite_steps", "nonfinite_loss", "nonfinite_params"}
+# Logged every interval but not diagnostics: plotted elsewhere or not at all (train_share: the
+# mixture weights of a drift schedule, see metrics.visits.drift_response).
+_NOT_DIAGNOSTICS = {"nonfinite_steps", "nonfinite_loss", "nonfinite_params", "train_share"}
 
 
 def setting_columns(df: pd.DataFrame) -> list[str]:
@@ -79,6 +83,27 @@ def plasticity_verdicts(df: pd.DataFrame, agg: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def relearning_table(df: pd.DataFrame, threshold: float = 0.9) -> str:
+    """Relearning speed per setting and occurrence (first visit, revisit 1, ...): mean steps to
+    reach the task's relearning target over seeds (:func:`metrics.visits.relearn_summary`) and
+    how many visits reached it. Empty unless the schedule revisits a task."""
+    if not visits.has_revisit(df):
+        return ""
+    cols = setting_columns(df)
+    summary = visits.relearn_summary(visits.visits(df, threshold), cols)
+    lines = []
+    for key, group in summary.groupby(cols, sort=True) if cols else [((), summary)]:
+        key = key if isinstance(key, tuple) else (key,)
+        parts = [f"{'first' if o == 0 else f'revisit {o}'}: "
+                 + ("-" if np.isnan(m) else f"{m:.0f} [{lo:.0f}, {hi:.0f}]")
+                 + f" ({100 * r:.0f}% reached)"
+                 for o, m, lo, hi, r in zip(group["occurrence"], group["relearn_steps"],
+                                            group["relearn_steps_lo"],
+                                            group["relearn_steps_hi"], group["reached"])]
+        lines.append(f"  {_label(key, cols)}: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
 def format_summary(agg: pd.DataFrame) -> str:
     """A compact text table: ``mean [low, high]`` per metric."""
     shown = pd.DataFrame(index=agg.index)
@@ -94,20 +119,65 @@ def format_summary(agg: pd.DataFrame) -> str:
 
 
 def _boundaries(ax, df: pd.DataFrame) -> None:
-    ends = df[df["step"] > 0].groupby("task")["step"].max().sort_index().to_numpy()
-    for s in ends[:-1]:
+    """A thin vertical line at every task switch (the end of every visit but the last)."""
+    for s in results.visit_spans(df)["end_step"].to_numpy()[:-1]:
         ax.axvline(s, color="grey", lw=0.6, ls=":")
 
 
+def _task_colours(tasks) -> dict:
+    """One colour per task (viridis, as the learning curves)."""
+    tasks = sorted(set(tasks))
+    cmap = plt.get_cmap("viridis", max(len(tasks), 1))
+    return {t: cmap(i) for i, t in enumerate(tasks)}
+
+
+def _shade_visits(ax, spans: pd.DataFrame, colours: dict) -> None:
+    """Shades each visit's span of steps lightly in its task's colour."""
+    for _, v in spans.iterrows():
+        ax.axvspan(v["start_step"], v["end_step"], color=colours.get(v["task"], "grey"),
+                   alpha=0.08, lw=0)
+
+
+def _visit_labels(spans: pd.DataFrame) -> list[str]:
+    """Names of R's rows: ``init``, then ``after v<visit> (task <task>)``."""
+    return ["init"] + [f"after v{v} (task {t})" for v, t in zip(spans["visit"], spans["task"])]
+
+
+def _visit_ticks(ax, spans: pd.DataFrame, max_ticks: int = 20) -> None:
+    """x ticks at the visits, labelled with their task when there are few enough."""
+    if len(spans) <= max_ticks:
+        ax.set_xticks(spans["visit"], [f"{v}\n(task {t})" for v, t in
+                                       zip(spans["visit"], spans["task"])], fontsize=7)
+
+
+def _visits_width(spans: pd.DataFrame) -> float:
+    """Width of a figure with one x position per visit: room for the tick labels."""
+    return float(np.clip(0.4 * len(spans), 6, 12))
+
+
+def _is_sequential(spans: pd.DataFrame) -> bool:
+    """Each task once, in order: visits are tasks."""
+    return spans["task"].tolist() == list(range(len(spans)))
+
+
 def plot_r_matrix(df: pd.DataFrame, path: Path) -> None:
+    """Mean R per setting: one row per visit (``init``, ``after v3 (task 1)``, ...)."""
     groups = _groups(df)
-    fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups), 3.8), squeeze=False)
+    spans = results.visit_spans(df)
+    labelled = len(spans) < 30
+    height = max(3.8, 0.22 * (len(spans) + 1) + 1.8) if labelled else 3.8
+    fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), height), squeeze=False)
     for ax, (label, g) in zip(axes[0], groups):
         R, _ = results.r_matrix(g)
         bounds = {"vmin": 0, "vmax": 1} if results.readout(df).bounded else {}
         im = ax.imshow(np.nanmean(R, axis=0), cmap="viridis", aspect="auto", **bounds)
         ax.set_xlabel("evaluated task")
-        ax.set_ylabel("after training task (0 = init)")
+        if R.shape[-1] <= 20:
+            ax.set_xticks(np.arange(R.shape[-1]))
+        if labelled:
+            ax.set_yticks(np.arange(len(spans) + 1), _visit_labels(spans), fontsize=7)
+        else:
+            ax.set_ylabel("after visit (0 = init)")
         ax.set_title(label, fontsize=9)
         fig.colorbar(im, ax=ax, label=_performance_label(df))
     fig.tight_layout()
@@ -120,13 +190,17 @@ def plot_accuracy_curves(df: pd.DataFrame, path: Path) -> None:
     fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.2 * len(groups)), squeeze=False)
     read = results.readout(df)
     ev = df[df["metric"] == read.performance]
+    spans = results.visit_spans(df)
+    revisit = bool((spans["occurrence"] > 0).any())
     for ax, (label, g) in zip(axes[:, 0], groups):
         g = ev[ev["run"].isin(g["run"].unique())]
         curves = g.groupby(["eval_task", "step"])["value"].mean().unstack(0)
-        cmap = plt.get_cmap("viridis", curves.shape[1])
-        for i, task in enumerate(curves.columns):
-            ax.plot(curves.index, curves[task], color=cmap(i), lw=1.2, label=f"task {task}")
+        colours = _task_colours(curves.columns)
+        for task in curves.columns:
+            ax.plot(curves.index, curves[task], color=colours[task], lw=1.2, label=f"task {task}")
         _boundaries(ax, g)
+        if revisit:
+            _shade_visits(ax, spans, colours)
         if read.bounded:
             ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(read.step_unit)
@@ -140,21 +214,58 @@ def plot_accuracy_curves(df: pd.DataFrame, path: Path) -> None:
 
 
 def plot_plasticity(df: pd.DataFrame, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(6, 3.6))
+    """Performance on each visit's task at the end of the visit, per setting."""
+    spans = results.visit_spans(df)
+    tasks = spans["task"].to_numpy(int)
+    fig, ax = plt.subplots(figsize=(_visits_width(spans), 3.6))
     for label, g in _groups(df):
         R, _ = results.r_matrix(g)
-        curve = continual.plasticity_curve(R)  # [runs, T]
+        curve = continual.plasticity_curve(R, tasks)  # [runs, S]
         mean, lo, hi = continual.bootstrap_ci(curve.T)
         x = np.arange(curve.shape[1])
         ax.plot(x, mean, marker="o", ms=3, label=label)
         ax.fill_between(x, lo, hi, alpha=0.2)
-    ax.set_xlabel("task")
-    ax.set_ylabel(f"{_performance_label(df)} after its own training")
+    if _is_sequential(spans):
+        ax.set_xlabel("task")
+        ax.set_ylabel(f"{_performance_label(df)} after its own training")
+    else:
+        _visit_ticks(ax, spans)
+        ax.set_xlabel("visit")
+        ax.set_ylabel(f"{_performance_label(df)} at the end of the visit")
     ax.set_title("plasticity curve (mean, 95% CI over seeds)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_relearning(df: pd.DataFrame, path: Path, threshold: float = 0.9) -> bool:
+    """Steps each visit needs to reach its task's relearning target
+    (:func:`metrics.visits.visits`), a line per setting with its 95% bootstrap CI over seeds;
+    a visit no seed reached is left out. Drawn only when the schedule revisits a task; returns
+    whether it was."""
+    if not visits.has_revisit(df):
+        return False
+    cols = setting_columns(df)
+    per_visit = visits.relearn_summary(visits.visits(df, threshold), cols, per="visit")
+    spans = results.visit_spans(df)
+    fig, ax = plt.subplots(figsize=(_visits_width(spans), 3.6))
+    for key, s in per_visit.groupby(cols, sort=True, dropna=False) if cols else [((), per_visit)]:
+        line, = ax.plot(s["visit"], s["relearn_steps"], marker="o", ms=3, label=_label(key, cols))
+        ax.fill_between(s["visit"], s["relearn_steps_lo"], s["relearn_steps_hi"], alpha=0.2,
+                        color=line.get_color())
+    for v in spans.loc[spans["occurrence"] > 0, "visit"]:
+        ax.axvspan(v - 0.5, v + 0.5, color="grey", alpha=0.08, lw=0)  # the revisits
+    _visit_ticks(ax, spans)
+    ax.set_xlabel("visit (shaded: revisits)")
+    ax.set_ylabel(f"{results.readout(df).step_unit}s to (re)learn")
+    ax.set_title(f"steps to reach {threshold:.0%} of the first visit's gain "
+                 f"(mean, 95% CI over seeds)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
 
 
 def _performance_label(df: pd.DataFrame) -> str:
@@ -265,6 +376,8 @@ def make_plots(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     plot_r_matrix(df, paths[0])
     plot_accuracy_curves(df, paths[1])
     plot_plasticity(df, paths[2])
+    if plot_relearning(df, out_dir / "relearning.png"):
+        paths.append(out_dir / "relearning.png")
     read = results.readout(df)
     if read.figure and read.panels:
         paths.append(out_dir / read.figure)

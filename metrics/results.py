@@ -1,13 +1,20 @@
 """Results as a tidy pandas table, and everything derived from it.
 
 One row per (run, seed, task, step, metric, layer[, eval_task]) with the run's varying
-configuration as columns (DESIGN.md, principle 7). The train-task × eval-task matrix R, the
-continual summaries and every plot are derived from this table alone, so a saved run can be
-reloaded and compared later.
+configuration as columns (DESIGN.md, principle 7). The performance matrix R, the continual
+summaries, the per-visit metrics (:mod:`metrics.visits`) and every plot are derived from this
+table alone, so a saved run can be reloaded and compared later.
 
 Columns: ``run, seed, <hparams...>, task, step, metric, layer, eval_task, value``. ``layer`` is
-``""`` for scalar metrics; ``eval_task`` is ``<NA>`` except for ``eval_acc``. The evaluation at
-step 0 (before training) carries ``task = 0``.
+``""`` for scalar metrics; ``eval_task`` is ``<NA>`` except for the per-task performance
+(``eval_acc``, ``eval_return``) and, for schedules that mix tasks, ``train_share`` (task
+``eval_task``'s share of the interval's training data). ``task`` is the task trained in the
+log interval ending at ``step`` (for a mixture, the one with the larger share); the
+evaluation at step 0 (before training) carries ``task = 0``.
+
+A **visit** is a maximal run of consecutive log intervals (in step order) with the same
+``task``; a run's schedule is its sequence of visits (:func:`visit_spans`), the same for every
+run of a table. Each task once, in order, is the sequential schedule: one visit per task.
 """
 from __future__ import annotations
 
@@ -43,14 +50,20 @@ def _metric_layer(path: tuple[str, ...]) -> tuple[str, str]:
     return path[0], "/".join(path[1:])
 
 
-def to_frame(logs0: Mapping, logs: Mapping, runs: pd.DataFrame, log_every: int) -> pd.DataFrame:
+def to_frame(logs0: Mapping, logs: Mapping, runs: pd.DataFrame, log_every: int,
+             tasks: np.ndarray, shares: np.ndarray | None = None) -> pd.DataFrame:
     """Builds the tidy table from stacked loop logs (see :func:`continual.runner.execute`).
 
     Args:
       logs0: logs at step 0, leaves ``[R, ...]``.
-      logs: interval logs, leaves ``[R, T, I, ...]``.
+      logs: interval logs, leaves ``[R, K, ...]`` (``K`` log intervals of the schedule).
       runs: one row per run (index 0..R-1) with ``seed`` and the hyperparameter columns.
       log_every: steps between log points.
+      tasks: ``[K]`` the task trained in each interval (the larger share of a mixture): the
+        ``task`` column. A *visit* is a maximal run of consecutive intervals of one task.
+      shares: ``[K, T]`` each task's share of the interval's training data, written as metric
+        ``train_share`` (one row per task, ``eval_task`` = the task) when given — for schedules
+        that mix tasks (drift); pure schedules leave it out.
     """
     frames = []
 
@@ -72,12 +85,16 @@ def to_frame(logs0: Mapping, logs: Mapping, runs: pd.DataFrame, log_every: int) 
         })
         frames.append(frame)
 
+    tasks = np.asarray(tasks, int)
+    steps = (np.arange(len(tasks)) + 1) * log_every
     for path, arr in _flatten(logs):
-        r_count, t_count, i_count = arr.shape[:3]
-        arr = arr.reshape(r_count, t_count * i_count, *arr.shape[3:])
-        task = np.repeat(np.arange(t_count), i_count)
-        step = (np.arange(t_count * i_count) + 1) * log_every
-        add(arr, task, step, *_metric_layer(path))
+        if arr.shape[1] != len(tasks):
+            raise ValueError(f"logs have {arr.shape[1]} intervals, the schedule {len(tasks)}")
+        add(arr, tasks, steps, *_metric_layer(path))
+    if shares is not None:
+        r_count = len(runs)
+        add(np.broadcast_to(np.asarray(shares, np.float64), (r_count, *np.shape(shares))),
+            tasks, steps, "train_share", "")
     for path, arr in _flatten(logs0):
         add(arr[:, None], np.zeros(1, int), np.zeros(1, int), *_metric_layer(path))
 
@@ -160,33 +177,82 @@ def performance_metric(df: pd.DataFrame) -> str:
     return readout(df).performance
 
 
-def r_matrix(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-    """The performance matrix ``R[run, k, j]`` (row 0 at initialisation) and the run table:
-    accuracy, or return for RL (:func:`performance_metric`).
+def visit_spans(df: pd.DataFrame) -> pd.DataFrame:
+    """The table's schedule: one row per visit with ``visit`` (0-based), ``task``,
+    ``occurrence`` (0 for the task's first visit, 1 for its first revisit, ...), ``start_step``
+    (the log point just before the visit: the previous visit's last step, 0 for the first) and
+    ``end_step`` (the visit's last log point). Read from the ``task`` and ``step`` columns
+    alone; every run of a table follows the same schedule."""
+    points = df.loc[df["step"] > 0, ["step", "task"]].drop_duplicates().sort_values("step")
+    if points["step"].duplicated().any():
+        raise ValueError("the table's runs train different tasks at the same step: a table "
+                         "holds one schedule")
+    if points.empty:
+        raise ValueError("the table has no log interval (no row with step > 0)")
+    task = points["task"].to_numpy(int)
+    step = points["step"].to_numpy(np.int64)
+    starts = np.flatnonzero(np.diff(task, prepend=-1) != 0)  # first interval of each visit
+    end_step = step[np.r_[starts[1:], len(task)] - 1]         # last log point of each visit
+    visit_task = task[starts]
+    return pd.DataFrame({
+        "visit": np.arange(len(starts)),
+        "task": visit_task,
+        "occurrence": pd.Series(visit_task).groupby(visit_task).cumcount().to_numpy(),
+        "start_step": np.r_[0, end_step[:-1]].astype(np.int64),
+        "end_step": end_step,
+    })
 
-    Row ``k ≥ 1`` is the evaluation at the last log point of training task ``k-1``.
-    """
+
+def visit_tasks(df: pd.DataFrame) -> np.ndarray:
+    """``[S]``: the task of each visit, the ``tasks`` argument of the :mod:`metrics.continual`
+    functions for :func:`r_matrix`'s rows."""
+    return visit_spans(df)["task"].to_numpy(int)
+
+
+def performance_array(df: pd.DataFrame, steps=None) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """``P[run, i, j]``: the performance (:func:`performance_metric`) on evaluated task ``j`` at
+    log step ``steps[i]`` (default: every log step, 0 included, ascending); NaN where not
+    evaluated. Returns ``(P, steps, runs)`` with the run table (index ``run``)."""
     ev = df[df["metric"] == performance_metric(df)]
-    ends = ev[ev["step"] > 0].groupby("task")["step"].max().sort_index()
-    steps = np.concatenate([[0], ends.to_numpy()])
-    row_of_step = pd.Series(np.arange(len(steps)), index=steps)
+    steps = np.sort(ev["step"].unique()) if steps is None else np.asarray(steps)
     ev = ev[ev["step"].isin(steps)]
     runs = ev[run_columns(df)].drop_duplicates("run").set_index("run").sort_index()
-    n_tasks = len(ends)
-    R = np.full((len(runs), n_tasks + 1, n_tasks), np.nan)
+    n_tasks = int(ev["eval_task"].max()) + 1
+    P = np.full((len(runs), len(steps), n_tasks), np.nan)
     run_pos = pd.Series(np.arange(len(runs)), index=runs.index)
-    R[run_pos[ev["run"]].to_numpy(), row_of_step[ev["step"]].to_numpy(),
+    row_of_step = pd.Series(np.arange(len(steps)), index=steps)
+    P[run_pos[ev["run"]].to_numpy(), row_of_step[ev["step"]].to_numpy(),
       ev["eval_task"].to_numpy(dtype=int)] = ev["value"].to_numpy()
+    return P, steps, runs
+
+
+def r_matrix(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """The performance matrix ``R[run, v, j]``, ``[runs, S+1, T]``, and the run table:
+    accuracy, or return for RL (:func:`performance_metric`), one row per visit.
+
+    Row 0 is the evaluation at initialisation; row ``v ≥ 1`` the evaluation at the last log
+    point of visit ``v-1`` (:func:`visit_spans`; :func:`visit_tasks` gives the task of each
+    visit). ``T`` counts the evaluated tasks. For the sequential schedule ``S = T`` and row
+    ``k`` is "after training task ``k-1``".
+    """
+    ends = visit_spans(df)["end_step"].to_numpy()
+    R, _, runs = performance_array(df, np.r_[0, ends])
     return R, runs
 
 
 def task_auc(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
-    """``AUC[run, i]``: mean performance on task ``i`` over the log points while training task
-    ``i`` (its own window; step 0 excluded), and the run table — the area under each task's
-    learning curve for Continual World's forward transfer (:func:`metrics.continual.ft_auc_cw`)."""
+    """``AUC[run, i]``: mean performance on task ``i`` over the log points of its *first*
+    visit (its own window; step 0 excluded), and the run table — the area under each task's
+    learning curve for Continual World's forward transfer (:func:`metrics.continual.ft_auc_cw`,
+    Wołczyk et al. 2021). Forward transfer is about learning a task not seen before, so later
+    visits (relearning, see :mod:`metrics.visits`) do not count. Columns: the trained tasks,
+    ascending."""
     ev = df[(df["metric"] == performance_metric(df)) & (df["step"] > 0)]
-    own = ev[ev["eval_task"] == ev["task"]]
-    auc = own.groupby(["run", "task"])["value"].mean().unstack("task").sort_index()
+    spans = visit_spans(df)
+    visit = np.searchsorted(spans["end_step"].to_numpy(), ev["step"].to_numpy())
+    first = spans["occurrence"].to_numpy()[visit] == 0
+    own = ev[first & (ev["eval_task"] == ev["task"]).to_numpy(bool, na_value=False)]
+    auc = own.groupby(["run", "task"])["value"].mean().unstack("task").sort_index(axis=1)
     runs = ev[run_columns(df)].drop_duplicates("run").set_index("run").sort_index()
     return auc.reindex(runs.index).to_numpy(), runs
 
@@ -237,13 +303,16 @@ def mark_diverged(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: continual metrics from R, online accuracy and divergence."""
+    """One row per run: continual metrics from R over the table's visits
+    (:func:`metrics.continual.summarize` with :func:`visit_tasks`), the plasticity at the end
+    of the first and the last visit, online accuracy and divergence."""
     R, runs = r_matrix(df)
+    tasks = visit_tasks(df)
     read = readout(df)
     table = runs.copy()
-    for name, values in continual.summarize(R).items():
+    for name, values in continual.summarize(R, tasks).items():
         table[name] = values
-    plasticity = continual.plasticity_curve(R)
+    plasticity = continual.plasticity_curve(R, tasks)
     table["plasticity_first"] = plasticity[:, 0]
     table["plasticity_last"] = plasticity[:, -1]
     # Kumar et al. 2023: mean training-batch accuracy while learning each task (RL: mean

@@ -3,7 +3,7 @@ program per run shape — the RL counterpart of :mod:`continual.loop`.
 
 Nesting, as on the supervised side (DESIGN.md, principle 2)::
 
-    vmap(runs) → scan(tasks) → scan(log intervals) → scan(env steps) → scan(updates)
+    vmap(runs) → scan(schedule: log intervals) → scan(env steps) → scan(updates)
 
 One *env step* steps all ``num_envs`` environments once (``num_envs`` transitions, handed to the
 agent's memory as one :class:`continual.agents.EnvStep`) and is followed by ``updates_per_step``
@@ -13,21 +13,22 @@ memory is ``ready``.
 
 What the loop owns, for every agent (:class:`continual.agents.Agent` holds what differs):
 
-* Tasks. The task index is a traced argument and the env's physics and objective are built from
-  the task's slice of ``task_params`` inside the program (any source of
-  :class:`tasks.envs.EnvTaskSequence`): every task shares one compilation. It returns a
+* Tasks. Each log interval reads its entry of the task schedule (:mod:`tasks.schedule`) as
+  traced data, and the env's physics and objective are built from the task's slice of
+  ``task_params`` inside the program (any source of :class:`tasks.envs.EnvTaskSequence`): every
+  task and every schedule of the same length share one compilation. It returns a
   :class:`continual.loop.Train`, so :func:`continual.runner.execute` runs it in sweep or
   chunked mode, sharded over devices, with checkpoints — unchanged.
 * Episodes. Each env runs until it terminates or reaches ``episode_length`` steps; then it
   restarts from its reset state of the current task (Brax's ``AutoResetWrapper`` convention: one
-  reset state per env, drawn afresh at every task boundary). A time-limit truncation keeps
+  reset state per env, drawn afresh at every switch of the schedule, announced or hidden). A time-limit truncation keeps
   ``discount = 1`` (the critic bootstraps); a termination sets it to 0.
 * Simulator blow-ups: a non-finite observation or reward ends the episode as a termination with
   reward 0, is counted (``env_nonfinite``) and reaches memory with ``next_obs = obs``.
 * Interventions (``intervention(state, obs, hparams, key) -> state``, e.g. a reset): between
   tasks on a probe batch of stored observations (``intervention_every = 0``), or after every
   that many gradient updates on the update's batch. ``reset_replay`` clears the memory at task
-  switches.
+  switches. Both run only at switches the schedule announces (none with hidden boundaries).
 * Divergence: a run whose losses (the agent's ``loss_keys``) or parameters become non-finite in
   an interval rolls back to the interval's start and stays frozen, flagged (as in
   :mod:`continual.loop`).
@@ -36,7 +37,7 @@ After every log interval (all on device):
 
 * ``eval_return[T]``: the agent's ``act_mode`` on *every* task, ``eval_envs`` fresh episodes of
   ``eval_length`` steps each, undiscounted return of each env's first episode; the last interval
-  of each task is row k of the return matrix (:mod:`metrics.continual`);
+  of each visit is a row of the return matrix (:mod:`metrics.continual`);
 * the agent's ``measure`` on fresh rollouts of its training policy on the current task (SAC:
   ``q_bias`` and TD errors);
 * ``train``: interval means of the update's infos, the mean return of the training episodes that
@@ -55,11 +56,12 @@ import jax
 import jax.numpy as jnp
 
 from continual.agents.base import Agent, EnvStep, Rollout
-from continual.loop import Train
+from continual.loop import Train, scan_schedule
 from continual.optimizers import HParams
 from metrics import rl as rl_metrics
 from tasks.base import task_slice
 from tasks.envs.base import EnvTaskSequence
+from tasks.schedule import Schedule
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ class RLCarry(NamedTuple):
     ep_step: jax.Array  # [E] steps into the current episode
     ep_return: jax.Array  # [E] return so far of the current episode
     key: jax.Array
+    steps: jax.Array    # vector env steps so far (the memory's step index)
+    env_task: jax.Array  # the task the envs run (their reset states are that task's)
     diverged: jax.Array = False
 
 
@@ -212,27 +216,36 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
         env = reset_envs(task_slice(task_params, 0), k_env, spec.num_envs)
         zeros = jnp.zeros(spec.num_envs)
         carry = RLCarry(state, memory.init(), jnp.zeros((), jnp.int32), env, env,
-                        zeros.astype(jnp.int32), zeros, key, jnp.zeros((), bool))
+                        zeros.astype(jnp.int32), zeros, key, jnp.zeros((), jnp.int32),
+                        jnp.zeros((), jnp.int32), jnp.zeros((), bool))
         return carry, measure(carry, 0, task_params, k_measure)
 
-    def between_tasks(carry: RLCarry, t, hparams, data, task_params) -> RLCarry:
-        """Before task t > 0: fresh reset states under task t, boundary interventions, and (with
-        ``reset_replay``) an empty memory."""
-        del data
-        key, k_env, k_probe, k_int = jax.random.split(carry.key, 4)
+    def at_switch(carry: RLCarry, entry: Schedule, hparams, task_params) -> RLCarry:
+        """At the first interval of a visit: a fresh key split; after the first visit, fresh
+        reset states under the new task; where the schedule announces the boundary, boundary
+        interventions and (with ``reset_replay``) an empty memory."""
+        def switch(c: RLCarry) -> RLCarry:
+            key, k_env, k_probe, k_int = jax.random.split(c.key, 4)
 
-        def apply(c: RLCarry) -> RLCarry:
-            env = reset_envs(task_slice(task_params, t), k_env, spec.num_envs)
-            zeros = jnp.zeros(spec.num_envs)
-            state = c.agent
-            if intervention is not None and spec.intervention_every == 0:
-                state = intervention(state, probe_obs(c, k_probe), hparams, k_int)
-            mem = memory.clear(c.memory) if spec.reset_replay else c.memory
-            return c._replace(agent=state, memory=mem, env=env, first=env,
-                              ep_step=zeros.astype(jnp.int32), ep_return=zeros)
+            def new_task(c: RLCarry) -> RLCarry:
+                env = reset_envs(task_slice(task_params, entry.task), k_env, spec.num_envs)
+                zeros = jnp.zeros(spec.num_envs)
+                return c._replace(env=env, first=env, ep_step=zeros.astype(jnp.int32),
+                                  ep_return=zeros, env_task=entry.task)
 
-        carry = jax.lax.cond(t > 0, apply, lambda c: c, carry)
-        return carry._replace(key=key)
+            def hooks(c: RLCarry) -> RLCarry:
+                state = c.agent
+                if intervention is not None and spec.intervention_every == 0:
+                    state = intervention(state, probe_obs(c, k_probe), hparams, k_int)
+                mem = memory.clear(c.memory) if spec.reset_replay else c.memory
+                return c._replace(agent=state, memory=mem)
+
+            # Init resets the envs under task 0: a schedule that starts there keeps them.
+            c = jax.lax.cond(entry.task != c.env_task, new_task, lambda c: c, c)
+            c = jax.lax.cond(entry.announce, hooks, lambda c: c, c)
+            return c._replace(key=key)
+
+        return jax.lax.cond(entry.switch, switch, lambda c: c, carry)
 
     def env_step(carry: RLCarry, task, hparams: HParams, step_index):
         key, k_act, k_add, k_upd = jax.random.split(carry.key, 4)
@@ -276,16 +289,18 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
         return carry._replace(agent=state, updates=updates), (sums, n_updates, returns,
                                                               episodes, jnp.sum(blown))
 
-    def run_interval(carry: RLCarry, t, hparams: HParams, data, task_params):
+    def run_interval(carry: RLCarry, entry: Schedule, hparams: HParams, data, task_params):
         del data
-        task = task_slice(task_params, t)
+        carry = at_switch(carry, entry, hparams, task_params)
+        task = task_slice(task_params, entry.task)
         start = carry
 
         def body(c, i):
             return env_step(c, task, hparams, i)
 
-        steps = jnp.arange(spec.log_every) + t * spec.steps_per_task
+        steps = jnp.arange(spec.log_every) + carry.steps
         carry, (sums, n_updates, returns, episodes, blown) = jax.lax.scan(body, carry, steps)
+        carry = carry._replace(steps=start.steps + spec.log_every)
         total = jnp.sum(n_updates)
         train = jax.tree.map(lambda x: jnp.sum(x, axis=0) / jnp.maximum(total, 1.0), sums)
         train = jax.tree.map(lambda x: jnp.where(total > 0, x, jnp.nan), train)
@@ -309,19 +324,7 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
                                                (~params_ok).astype(jnp.int32)),
                 "nonfinite_loss": loss_bad.astype(jnp.int32),
                 "nonfinite_params": (~params_ok).astype(jnp.int32)}
-        logs.update(measure(carry, t, task_params, k_measure))
+        logs.update(measure(carry, entry.task, task_params, k_measure))
         return carry, logs
 
-    def run_task(carry, t, hparams, data, task_params):
-        carry = between_tasks(carry, t, hparams, data, task_params)
-        return jax.lax.scan(lambda c, _: run_interval(c, t, hparams, data, task_params), carry,
-                            length=spec.intervals_per_task)
-
-    def run(key, hparams, data, task_params):
-        carry, logs0 = init(key, hparams, data, task_params)
-        num_tasks = jax.tree.leaves(task_params)[0].shape[0]
-        _, logs = jax.lax.scan(lambda c, t: run_task(c, t, hparams, data, task_params), carry,
-                               jnp.arange(num_tasks))
-        return logs0, logs
-
-    return Train(init, run_task, run, between_tasks, run_interval)
+    return Train(init, run_interval, scan_schedule(init, run_interval))

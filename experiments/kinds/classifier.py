@@ -24,6 +24,7 @@ from tasks.supervised import FAMILIES, make_stream
 @dataclass(frozen=True)
 class ClassifierConfig(ConfigBase):
     kind = "classifier"
+    mixes_tasks = True   # drift schedules: batches drawn from two tasks (continual.loop)
 
     # What to train on.
     dataset: str = option("digits", "image data set", DATASETS)
@@ -35,7 +36,6 @@ class ClassifierConfig(ConfigBase):
                                         "only)")
     setting: str = option("class", "class: one head over all classes; task: logits masked to "
                           "the current task's classes (task identity known)", SETTINGS)
-    task_seed: int = option(0, "seed of the task sequence (shared by all runs)")
     data_dir: str = option("", "directory of prepared TFDS data sets (default $PLAX_DATA_DIR "
                            "or ~/tensorflow_datasets)")
     channels: tuple = option((32, 64), "CNN channels per conv layer")
@@ -52,6 +52,10 @@ class ClassifierConfig(ConfigBase):
     positive = ConfigBase.positive + ("num_tasks", "classes_per_task", "random_label_examples",
                                       "steps_per_task", "eval_examples")
 
+    @property
+    def intervals_per_task(self) -> int:
+        return self.steps_per_task // self.log_every
+
     def describe(self) -> str:
         return (f"{self.family} {self.dataset}, {self.num_tasks} tasks × {self.steps_per_task} "
                 f"steps")
@@ -63,8 +67,6 @@ class ClassifierConfig(ConfigBase):
             raise ConfigError(f"replay_fraction must be in [0, 1), got {self.replay_fraction}")
         if self.reset == "last_k" and self.reset_last_k < 1:
             raise ConfigError(f"reset_last_k must be >= 1, got {self.reset_last_k}")
-        if self.task_seed < 0:
-            raise ConfigError("seed and task_seed must be >= 0")
         if self.steps_per_task % self.log_every:
             raise ConfigError(f"steps_per_task ({self.steps_per_task}) must be a multiple of "
                               f"log_every ({self.log_every})")
@@ -94,6 +96,15 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         "images), ReLU MLP 64-64 with Adam, 30 tasks × 3 seeds; 10 s on a 2-core CPU",
         dict(dataset="digits", family="random_labels", random_label_examples=256, num_tasks=30,
              hidden=(64, 64), steps_per_task=200, log_every=100, batch_size=64, seeds=3),
+    ),
+    "relearn-digits": (
+        "loss of plasticity as slower relearning: 10 random-label digit tasks, the sequence "
+        "4 times (repeat schedule: each task revisited after the 9 others overwrote it), ReLU "
+        "MLP 64-64 with Adam, plain (L2-init λ = 0) against L2-init λ = 0.01 in one program, "
+        "relearning speed per revisit, 3 seeds",
+        dict(dataset="digits", family="random_labels", random_label_examples=256, num_tasks=10,
+             schedule="repeat:4", hidden=(64, 64), steps_per_task=200, log_every=25,
+             batch_size=64, seeds=3, regularizer="l2_init", reg_strength=(0.0, 1e-2)),
     ),
     "permuted-mnist": (
         "Permuted MNIST: 10 tasks of about one epoch, MLP 784-256-256-10, batch 128; 40 s on a "

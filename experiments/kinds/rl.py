@@ -19,6 +19,9 @@ from tasks.envs import brax as brax_envs
 
 @dataclass(frozen=True)
 class RLConfigBase(ConfigBase):
+    # No drift schedules (ConfigBase.mixes_tasks): every env would need its own episode's task,
+    # a task-batched physics step and so a second compiled variant of the simulator.
+
     # What to train on.
     env: str = option("halfcheetah", "Brax environment", tuple(brax_envs.ENVS))
     family: str = option("objectives", "how tasks differ: objective (run direction, target "
@@ -64,6 +67,10 @@ class RLConfigBase(ConfigBase):
         lengths = [len(v) for v in (self.gravity, self.friction, self.mass, self.actuator)
                    if len(v)]
         return lengths[0] if lengths else 5
+
+    @property
+    def intervals_per_task(self) -> int:
+        return self.env_steps_per_task // self.log_every
 
     @property
     def vector_steps(self) -> tuple[int, int]:

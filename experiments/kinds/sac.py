@@ -75,6 +75,16 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
              min_replay=1024, replay_capacity=48_000, reset_replay=True, eval_envs=4,
              probe_examples=128, seeds=2),
     ),
+    "cheetah-relearn": (
+        "relearning in continual RL: HalfCheetah forward, backward, forward, backward (repeat "
+        "schedule), 4 × 12k env steps, replay emptied at every switch, otherwise "
+        "cheetah-quick; relearning speed per revisit (about 5 minutes on 2 cores)",
+        dict(env="halfcheetah", family="objectives", objective="direction",
+             task_values=(1.0, -1.0), schedule="repeat:2", num_envs=8, episode_length=200,
+             hidden=(64, 64), env_steps_per_task=12_000, log_every=2_000, updates_per_step=8,
+             batch_size=128, min_replay=1024, replay_capacity=48_000, reset_replay=True,
+             eval_envs=4, probe_examples=128, seeds=2),
+    ),
     "halfcheetah-dynamics": (
         "GPU-sized: HalfCheetah through 5 physics settings (base, gravity×0.5, friction×0.25, "
         "mass×2, actuator×0.5), 1M env steps each, 256 envs, SAC 256-256",

@@ -1,6 +1,6 @@
 """continual.checkpoint: a chunked run's whole state survives a save/restore bit for bit.
 
-One small experiment and its jitted ``init`` / ``run_task`` are shared by the module: compiling
+One small experiment and its jitted ``init`` / ``run_interval`` are shared by the module: compiling
 dominates the cost on a small CPU.
 """
 from __future__ import annotations
@@ -19,9 +19,11 @@ import numpy as np
 import pytest
 
 from continual.checkpoint import Checkpointer, CheckpointError
+from continual.loop import schedule_entry
 from continual.runner import run_keys
 from experiments.kinds.classifier import ClassifierConfig as Config
 from experiments.registry import build
+from tasks.schedule import parse
 
 CFG = Config(dataset="synthetic", family="permuted", num_tasks=2, hidden=(8,), steps_per_task=10,
              log_every=5, batch_size=8, seeds=2, eval_examples=16, probe_examples=8)
@@ -39,8 +41,8 @@ def init(exp):
 
 
 @pytest.fixture(scope="module")
-def run_task(exp):
-    return jax.jit(jax.vmap(exp.train.run_task, in_axes=(0, None, 0, None, None)))
+def run_interval(exp):
+    return jax.jit(jax.vmap(exp.train.run_interval, in_axes=(0, None, 0, None, None)))
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +101,7 @@ NASTY_LOGS = {
 
 
 def test_realistic_state_round_trips_bit_identically_and_runs_the_same(
-        tmp_path, exp, carry, abstract, run_task):
+        tmp_path, exp, carry, abstract, run_interval):
     ck = Checkpointer(tmp_path / "ckpt", fingerprint="f" * 64)
     assert ck.latest_step() is None
     ck.save(4, carry, {"logs0": {"eval_acc": np.ones((2, 2), np.float32)}})
@@ -116,8 +118,10 @@ def test_realistic_state_round_trips_bit_identically_and_runs_the_same(
     assert all(isinstance(x, jax.Array) for x in jax.tree.leaves(restored))
     _assert_logs_equal(logs, {"logs0": {"eval_acc": np.ones((2, 2), np.float32)}})
 
-    args = (jnp.int32(1), exp.hparams, exp.tasks.data, exp.tasks.params)
-    _assert_bit_identical(run_task(carry, *args), run_task(restored, *args))
+    # The first interval of task 1: a switch, so the boundary hooks run too.
+    entry = schedule_entry(parse("sequential", 2, 1), 1)
+    args = (entry, exp.hparams, exp.tasks.data, exp.tasks.params)
+    _assert_bit_identical(run_interval(carry, *args), run_interval(restored, *args))
 
 
 def test_restore_accepts_the_live_state_as_abstract(tmp_path, carry):

@@ -19,6 +19,7 @@ from continual.runner import execute, over_runs, run_keys
 from experiments.kinds.classifier import ClassifierConfig as Config
 from experiments.registry import build
 from metrics.results import r_matrix, to_frame
+from tasks.schedule import parse
 
 # lr 1e-2 learns a synthetic task to ~100% within 20 steps of batch 16.
 CFG = Config(dataset="synthetic", family="permuted", num_tasks=3, hidden=(16,),
@@ -26,11 +27,19 @@ CFG = Config(dataset="synthetic", family="permuted", num_tasks=3, hidden=(16,),
              probe_examples=32, learning_rate=(1e-2,))
 SEEDS = [0, 1, 2]
 T, I = CFG.num_tasks, CFG.steps_per_task // CFG.log_every
+SCHEDULE = parse("sequential", T, I)
+SCHED = jax.tree.map(jnp.asarray, SCHEDULE)
 
 
 def _vmapped_run(train):
     """The program ``execute(mode="sweep")`` runs (a batch of one run calls ``run`` unbatched)."""
-    return jax.jit(over_runs(train.run, (0, 0, None, None)))
+    return jax.jit(over_runs(train.run, (0, 0, None, None, None)))
+
+
+def _by_task(a):
+    """Interval logs ``[R, K, ...]`` of the sequential schedule as ``[R, T, I, ...]``."""
+    a = np.asarray(a)
+    return a.reshape(a.shape[0], T, I, *a.shape[2:])
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +56,7 @@ def sweep(exp):
 @pytest.fixture(scope="module")
 def sweep_logs(exp, sweep):
     keys = run_keys(SEEDS)
-    return jax.device_get(sweep(keys, exp.hparams, exp.tasks.data, exp.tasks.params))
+    return jax.device_get(sweep(keys, exp.hparams, exp.tasks.data, exp.tasks.params, SCHED))
 
 
 def _leaves(tree):
@@ -69,13 +78,13 @@ def _run_slice(tree, i):
 # --------------------------------------------------------------------------------------------
 
 
-def test_sweep_logs_have_run_task_interval_layout(sweep_logs):
+def test_sweep_logs_have_run_interval_layout(sweep_logs):
     logs0, logs = sweep_logs
     assert logs0["eval_acc"].shape == (3, T)
-    assert logs["eval_acc"].shape == (3, T, I, T)
-    assert logs["nonfinite_steps"].shape == (3, T, I)
+    assert logs["eval_acc"].shape == (3, T * I, T)
+    assert logs["nonfinite_steps"].shape == (3, T * I)
     assert set(logs["train"]) == {"train_loss", "train_acc"}
-    assert logs["train"]["train_loss"].shape == (3, T, I)
+    assert logs["train"]["train_loss"].shape == (3, T * I)
     assert (logs["nonfinite_steps"] == 0).all()
 
 
@@ -92,15 +101,31 @@ def test_new_task_sequence_of_same_shape_does_not_retrace(exp, sweep, sweep_logs
     data, params = jax.device_put((other.tasks.data, other.tasks.params))
     size_before = sweep._cache_size()
     with jax.no_tracing(True):
-        out = sweep(keys, exp.hparams, data, params)
+        out = sweep(keys, exp.hparams, data, params, SCHED)
         jax.block_until_ready(out)
     assert sweep._cache_size() == size_before == 1
     logs0, logs = jax.device_get(out)
     # The new sequence was really used: task 1's evaluation differs from the first sequence's.
     assert not np.array_equal(logs["eval_acc"], sweep_logs[1]["eval_acc"])
     # Task 0 is the identity in both sequences, so the first task's training is the same.
-    np.testing.assert_array_equal(logs["train"]["train_loss"][:, 0],
-                                  sweep_logs[1]["train"]["train_loss"][:, 0])
+    np.testing.assert_array_equal(logs["train"]["train_loss"][:, :I],
+                                  sweep_logs[1]["train"]["train_loss"][:, :I])
+
+
+def test_a_new_schedule_of_the_same_length_does_not_retrace(exp, sweep, sweep_logs):
+    keys = run_keys(SEEDS)
+    schedules = [jax.device_put(jax.tree.map(jnp.asarray, parse(text, T, I))) for text in
+                 ("order:2,1,0", "drift:window=2", "durations:1,1,4")]
+    with jax.no_tracing(True):
+        outs = [jax.device_get(sweep(keys, exp.hparams, exp.tasks.data, exp.tasks.params, s))
+                for s in schedules]
+    assert sweep._cache_size() == 1
+    # order:2,1,0 trains task 2 first: its accuracy after the first visit is the first
+    # task's learning, far above the sequential schedule's accuracy on task 2 then.
+    first_visit_acc = outs[0][1]["eval_acc"][:, I - 1]
+    seq_acc = sweep_logs[1]["eval_acc"][:, I - 1]
+    assert (first_visit_acc[:, 2] > seq_acc[:, 2] + 0.3).all()
+    assert (seq_acc[:, 0] > first_visit_acc[:, 0] + 0.3).all()
 
 
 def test_no_tracing_guard_is_effective():
@@ -121,13 +146,13 @@ def test_chunked_mode_drives_intervals_from_the_host_with_one_trace(exp, sweep_l
         return wrapper
 
     train = exp.train._replace(**{name: counted(name, getattr(exp.train, name))
-                                  for name in ("init", "between_tasks", "run_interval")})
+                                  for name in ("init", "run_interval")})
     seen = []
     logs0, logs = execute(train, run_keys(SEEDS), exp.hparams, exp.tasks.data, exp.tasks.params,
-                          num_tasks=T, intervals_per_task=I, mode="chunked",
-                          on_interval=lambda t, i, lg: seen.append((t, i, lg["eval_acc"].shape)))
-    assert traces == {"init": 1, "between_tasks": 1, "run_interval": 1}
-    assert seen == [(t, i, (3, T)) for t in range(T) for i in range(I)]
+                          SCHEDULE, mode="chunked",
+                          on_interval=lambda k, lg: seen.append((k, lg["eval_acc"].shape)))
+    assert traces == {"init": 1, "run_interval": 1}
+    assert seen == [(k, (3, T)) for k in range(T * I)]
     # Chunked and sweep modes run the same functions: the same numbers.
     s0, s = sweep_logs
     assert jax.tree.structure(logs) == jax.tree.structure(s)
@@ -143,7 +168,7 @@ def test_chunked_mode_drives_intervals_from_the_host_with_one_trace(exp, sweep_l
 def test_execute_rejects_unknown_mode_listing_valid_modes(exp):
     with pytest.raises(ValueError, match=r"unknown mode 'fast'.*sweep.*chunked"):
         execute(exp.train, run_keys([0]), exp.hparams, exp.tasks.data, exp.tasks.params,
-                num_tasks=T, intervals_per_task=I, mode="fast")
+                SCHEDULE, mode="fast")
 
 
 # --------------------------------------------------------------------------------------------
@@ -152,10 +177,10 @@ def test_execute_rejects_unknown_mode_listing_valid_modes(exp):
 
 
 def test_compiled_loop_makes_no_implicit_host_transfer(exp, sweep, sweep_logs):
-    keys, hparams, data, params = jax.device_put(
-        (run_keys(SEEDS), exp.hparams, exp.tasks.data, exp.tasks.params))
+    keys, hparams, data, params, sched = jax.device_put(
+        (run_keys(SEEDS), exp.hparams, exp.tasks.data, exp.tasks.params, SCHED))
     with jax.transfer_guard("disallow"):
-        out = sweep(keys, hparams, data, params)
+        out = sweep(keys, hparams, data, params, sched)
         jax.block_until_ready(out)
     _assert_trees_equal(jax.device_get(out), sweep_logs)
 
@@ -163,9 +188,10 @@ def test_compiled_loop_makes_no_implicit_host_transfer(exp, sweep, sweep_logs):
 def test_transfer_guard_catches_an_implicit_transfer(sweep, exp):
     """Sanity check: the guard does reject a host array passed to the compiled loop."""
     host_params = jax.device_get(exp.tasks.params)
-    keys, hparams, data = jax.device_put((run_keys(SEEDS), exp.hparams, exp.tasks.data))
+    keys, hparams, data, sched = jax.device_put((run_keys(SEEDS), exp.hparams, exp.tasks.data,
+                                                 SCHED))
     with jax.transfer_guard("disallow"), pytest.raises(Exception, match="host-to-device"):
-        jax.block_until_ready(sweep(keys, hparams, data, host_params))
+        jax.block_until_ready(sweep(keys, hparams, data, host_params, sched))
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,7 +211,7 @@ def test_different_seeds_give_different_logs(sweep_logs):
 
 def test_equal_seeds_in_one_batch_match_bit_for_bit(exp, sweep, sweep_logs):
     out = jax.device_get(sweep(run_keys([1, 1, 0]), exp.hparams, exp.tasks.data,
-                               exp.tasks.params))
+                               exp.tasks.params, SCHED))
     _assert_trees_equal(_run_slice(out, 0), _run_slice(out, 1))
     # ... and equal the seed-1 run of the first batch, whose position in the batch differed.
     _assert_trees_equal(_run_slice(out, 0), _run_slice(sweep_logs, 1))
@@ -197,14 +223,14 @@ def test_equal_hparams_in_a_grid_give_identical_runs(sweep):
     grid = build(dataclasses.replace(CFG, seeds=1, learning_rate=(1e-2, 1e-2, 1e-2)))
     assert grid.runs["seed"].tolist() == [0, 0, 0]
     keys = run_keys(grid.runs["seed"].to_numpy())
-    out = jax.device_get(sweep(keys, grid.hparams, grid.tasks.data, grid.tasks.params))
+    out = jax.device_get(sweep(keys, grid.hparams, grid.tasks.data, grid.tasks.params, SCHED))
     _assert_trees_equal(_run_slice(out, 0), _run_slice(out, 1))
     _assert_trees_equal(_run_slice(out, 0), _run_slice(out, 2))
 
 
 def test_a_run_does_not_depend_on_the_other_runs_in_its_batch(exp, sweep_logs):
     alone = _vmapped_run(exp.train)(run_keys([1]), jax.tree.map(lambda h: h[:1], exp.hparams),
-                                    exp.tasks.data, exp.tasks.params)
+                                    exp.tasks.data, exp.tasks.params, SCHED)
     alone = _run_slice(jax.device_get(alone), 0)
     batched = _run_slice(sweep_logs, 1)
     for (path, x), y in zip(_leaves(alone), jax.tree.leaves(batched)):
@@ -241,24 +267,24 @@ def test_learner_learns_the_first_task_far_above_chance(sweep_logs):
     logs0, logs = sweep_logs
     chance = 1 / 10
     before = logs0["eval_acc"][:, 0]
-    after = logs["eval_acc"][:, 0, -1, 0]
+    after = _by_task(logs["eval_acc"])[:, 0, -1, 0]
     assert (before < 0.3).all(), before
     assert (after > 0.8).all(), after
     assert (after > before + 5 * chance).all()
     # Training loss falls within the first task.
-    loss = logs["train"]["train_loss"][:, 0]
+    loss = _by_task(logs["train"]["train_loss"])[:, 0]
     assert (loss[:, -1] < loss[:, 0]).all()
 
 
 def test_r_matrix_from_table_equals_eval_logs_at_task_ends(exp, sweep_logs):
     logs0, logs = sweep_logs
-    table = to_frame(logs0, logs, exp.runs, CFG.log_every)
+    table = to_frame(logs0, logs, exp.runs, CFG.log_every, SCHEDULE.task)
     R, runs = r_matrix(table)
     assert R.shape == (3, T + 1, T)
     assert runs["seed"].tolist() == SEEDS
     np.testing.assert_array_equal(R[:, 0], logs0["eval_acc"])        # before training
     for t in range(T):
-        np.testing.assert_array_equal(R[:, t + 1], logs["eval_acc"][:, t, -1])
+        np.testing.assert_array_equal(R[:, t + 1], _by_task(logs["eval_acc"])[:, t, -1])
     # Row 0 is the evaluation at step 0 of the table.
     ev0 = table[(table["metric"] == "eval_acc") & (table["step"] == 0)]
     assert len(ev0) == 3 * T and (ev0["task"] == 0).all()
@@ -291,11 +317,12 @@ def test_optimization_stats_sample_the_last_step_and_leave_training_unchanged(ex
     # per interval taken from the interval's last step.
     with_stats = build(dataclasses.replace(CFG, metrics="optimization"))
     logs0, logs = jax.device_get(_vmapped_run(with_stats.train)(
-        run_keys(SEEDS), with_stats.hparams, with_stats.tasks.data, with_stats.tasks.params))
+        run_keys(SEEDS), with_stats.hparams, with_stats.tasks.data, with_stats.tasks.params,
+        SCHED))
     np.testing.assert_allclose(logs["eval_acc"], sweep_logs[1]["eval_acc"], rtol=1e-6)
     np.testing.assert_allclose(logs["train"]["train_loss"], sweep_logs[1]["train"]["train_loss"],
                                rtol=1e-6)
     grad_norm = logs["train"]["grad_norm"]
     assert {"hidden/0", "out", "global"} <= set(grad_norm)
-    assert grad_norm["global"].shape == (len(SEEDS), T, I)
+    assert grad_norm["global"].shape == (len(SEEDS), T * I)
     assert np.all(np.isfinite(grad_norm["global"])) and np.all(grad_norm["global"] > 0)

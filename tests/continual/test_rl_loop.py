@@ -16,20 +16,19 @@ from tasks.envs import brax as brax_envs
 def compiled(rl_tiny):
     exp = registry.build(from_preset("cheetah-quick", **rl_tiny))
     keys = run_keys(exp.runs["seed"].to_numpy())
-    logs0, logs = execute(exp.train, keys, exp.hparams, (), exp.tasks.params,
-                          num_tasks=exp.tasks.num_tasks,
-                          intervals_per_task=exp.spec.intervals_per_task, mode="sweep")
+    logs0, logs = execute(exp.train, keys, exp.hparams, (), exp.tasks.params, exp.schedule,
+                          mode="sweep")
     return exp, keys, logs0, logs
 
 
 def test_logs_hold_the_return_matrix_and_rl_diagnostics(compiled):
     exp, _, logs0, logs = compiled
-    runs, tasks, intervals = len(exp.runs), exp.tasks.num_tasks, exp.spec.intervals_per_task
+    runs, tasks, intervals = len(exp.runs), exp.tasks.num_tasks, exp.schedule.length
     assert logs0["eval_return"].shape == (runs, tasks)
-    assert logs["eval_return"].shape == (runs, tasks, intervals, tasks)
+    assert logs["eval_return"].shape == (runs, intervals, tasks)
     assert np.all(np.isfinite(logs["eval_return"]))
     for name in ("q_bias", "q_bias_norm", "mc_return", "td_error_val", "td_error_train"):
-        assert logs[name].shape == (runs, tasks, intervals)
+        assert logs[name].shape == (runs, intervals)
         assert np.all(np.isfinite(logs[name])), name
     # Updates start after min_replay transitions (2 env steps of 4 envs) and are logged.
     assert np.all(np.isfinite(logs["train"]["critic_loss"]))
@@ -54,7 +53,6 @@ def test_a_new_task_sequence_of_the_same_shape_reuses_the_compilation(compiled):
     other = brax_envs.concat(brax_envs.dynamics_params(gravity_scales=[0.5]),
                              brax_envs.dynamics_params(mass_scales=[2.0]))
     with jax.transfer_guard("disallow"), jax.no_tracing(True):
-        logs0, _ = execute(exp.train, keys, exp.hparams, (), other, num_tasks=2,
-                           intervals_per_task=exp.spec.intervals_per_task, mode="sweep")
+        logs0, _ = execute(exp.train, keys, exp.hparams, (), other, exp.schedule, mode="sweep")
     assert len(compiled_fns(exp.train, "sweep")) == 1
     assert np.all(np.isfinite(logs0["eval_return"]))

@@ -12,6 +12,7 @@ SCRIPT = textwrap.dedent("""
     from continual.runner import execute, run_keys, run_mesh
     from experiments.kinds.classifier import ClassifierConfig as Config
     from experiments.registry import build
+    from tasks.schedule import parse
 
     exp = build(Config(dataset="synthetic", family="permuted", num_tasks=2, hidden=(16,),
                        steps_per_task=20, log_every=10, batch_size=16, seeds=3,
@@ -21,7 +22,7 @@ SCRIPT = textwrap.dedent("""
         logs = {}
         for name, devices in (("one", jax.devices()[:1]), ("all", jax.devices())):
             logs[name] = execute(exp.train, run_keys([0, 1, 2]), exp.hparams, exp.tasks.data,
-                                 exp.tasks.params, num_tasks=2, intervals_per_task=2, mode=mode,
+                                 exp.tasks.params, parse("sequential", 2, 2), mode=mode,
                                  mesh=run_mesh(devices))
         a, b = (jax.tree.leaves(logs[k]) for k in ("one", "all"))
         out[mode] = {"shapes_equal": [x.shape for x in a] == [y.shape for y in b],

@@ -1,14 +1,16 @@
-"""Pinned outputs: small versions of the presets give exactly the numbers recorded before the
-learner-kind redesign (issue 11), bit for bit on the CPU.
+"""Pinned outputs: small versions of the presets give the numbers recorded before the
+learner-kind redesign (issue 11) and the task-schedule loop (issue 18).
 
-``pinned_outputs.json`` was written by the code before the redesign
+``pinned_outputs.json`` was written by the code before those changes
 (``PLAX_PIN_WRITE=1 pytest tests/experiments/test_pinned_outputs.py``); the test compares every
-per-run summary number, a few entries of the R (or return) matrix, and a hash of each metric's
-values in the table. Regenerate it only for an intended change of the numbers, and say so.
+per-run summary number, a few entries of the R (or return) matrix, and every value of every
+metric in the table. Not bit for bit: XLA compiles for the host CPU's vector units, and on
+another CPU model the same program sums in another order (measured: last-bit differences in
+training losses and spectra, accuracies equal), so values compare to a relative 1e-4.
+Regenerate the file only for an intended change of the numbers, and say so.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -42,16 +44,20 @@ def _outputs(table) -> dict:
     R, _ = results.r_matrix(table)
     keys = ["run", "task", "step", "metric", "layer", "eval_task"]
     ordered = table.sort_values(keys, kind="stable")
-    # One hash per metric, so that an intended change of one metric shows which rows moved.
-    digests = {metric: hashlib.sha256(np.ascontiguousarray(
-        rows["value"].to_numpy(np.float64)).tobytes()).hexdigest()
-        for metric, rows in ordered.groupby("metric", sort=True)}
+    values = {metric: [None if pd.isna(v) else float(v) for v in rows["value"]]
+              for metric, rows in ordered.groupby("metric", sort=True)}
     numeric = per_run.select_dtypes("number").drop(columns=["seed"], errors="ignore")
     return {"summary": {f"{run}/{col}": (None if pd.isna(v) else float(v))
                         for run, row in numeric.iterrows() for col, v in row.items()},
             "R": [[float(x) for x in R[r, :, 0]] + [float(R[r, -1, -1])]
                   for r in range(R.shape[0])],
-            "rows": len(table), "values_sha256": digests}
+            "rows": len(table), "values": values}
+
+
+def _close(got, want, what):
+    got = np.array([np.nan if v is None else v for v in got], np.float64)
+    want = np.array([np.nan if v is None else v for v in want], np.float64)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6, equal_nan=True, err_msg=what)
 
 
 def _run(case: str, rl_tiny: dict) -> dict:
@@ -70,6 +76,10 @@ def test_small_presets_give_the_pinned_numbers_bit_for_bit(case, rl_tiny):
         PINNED.write_text(json.dumps(pinned, indent=1, sort_keys=True) + "\n")
     want = json.loads(PINNED.read_text())[case]
     assert got["rows"] == want["rows"]
-    assert got["summary"] == want["summary"]
-    assert got["R"] == want["R"]
-    assert got["values_sha256"] == want["values_sha256"]
+    assert got["summary"].keys() == want["summary"].keys()
+    for name in want["summary"]:
+        _close([got["summary"][name]], [want["summary"][name]], name)
+    _close(np.ravel(got["R"]).tolist(), np.ravel(want["R"]).tolist(), "R")
+    assert got["values"].keys() == want["values"].keys()
+    for metric in want["values"]:
+        _close(got["values"][metric], want["values"][metric], metric)

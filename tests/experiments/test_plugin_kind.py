@@ -1,98 +1,29 @@
 """A learner kind plugs in without touching the CLI, runner, results, checkpoint or report code:
-a random-policy agent on an environment source defined here (a point mass that must reach a
-per-task target) is registered with one call and run end to end through ``plax run`` and
+a random-policy agent on a toy environment source (a point mass that must reach a per-task
+target) is registered with one call and run end to end through ``plax run`` and
 ``plax report``.
 
-The three pieces a new kind needs, all in this file: an agent (``random_agent``, a
-:class:`continual.agents.Agent`), an environment source (``reach_sequence``, a
-:class:`tasks.envs.EnvTaskSequence`), and a kind (config dataclass, presets, ``build``)."""
+The three pieces a new kind needs: an agent (``random_agent``, a
+:class:`continual.agents.Agent`) and an environment source (``reach_sequence``, a
+:class:`tasks.envs.EnvTaskSequence`), both in ``tests/toy_rl.py``, and a kind (config
+dataclass, presets, ``build``) in this file."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
 
-from continual.agents import Agent, Memory, RLSpec, make_rl_train
+from continual.agents import RLSpec, make_rl_train
 from experiments import registry
 from experiments.cli import main
 from experiments.config import ConfigBase, option, shared
 from experiments.experiment import Experiment, Kind, hparams_of, run_table
 from experiments.kinds import rl
 from metrics import hooks
-from tasks.envs import EnvTaskSequence
-
-# ----------------------------------------------------------------------------- environment
-
-
-class ReachState(NamedTuple):
-    obs: jax.Array     # [position, target]
-    reward: jax.Array
-    done: jax.Array
-
-
-def reach_sequence(targets) -> EnvTaskSequence:
-    """A 1-D point mass moved by its action; reward −|position − target|; the target is the
-    task (``params`` ``[T]``)."""
-    params = jnp.asarray(targets, jnp.float32)
-
-    def reset(target, key):
-        position = jax.random.uniform(key, (), minval=-1.0, maxval=1.0)
-        return ReachState(jnp.stack([position, target]), jnp.zeros(()), jnp.zeros(()))
-
-    def step(target, state, action):
-        position = jnp.clip(state.obs[0] + 0.1 * action[0], -2.0, 2.0)
-        return ReachState(jnp.stack([position, target]), -jnp.abs(position - target),
-                          jnp.zeros(()))
-
-    return EnvTaskSequence("reach", None, params, reset, step, int(params.shape[0]), 2, 1)
-
-
-# ----------------------------------------------------------------------------- agent
-
-
-class Batch(NamedTuple):
-    obs: jax.Array
-
-
-def random_agent(observation_size: int, action_size: int, batch_size: int) -> Agent:
-    """Uniform random actions; its memory keeps the last observation of every env and counts
-    the steps stored; its 'update' only counts updates (state: one float, the update count)."""
-
-    def init_memory():
-        return {"last_obs": jnp.zeros((batch_size, observation_size)),
-                "stored": jnp.zeros((), jnp.int32)}
-
-    def store(memory, step, key, index):
-        del key, index
-        return {"last_obs": step.next_obs[:batch_size], "stored": memory["stored"] + 1}
-
-    memory = Memory(init_memory, store,
-                    sample=lambda m, key: Batch(m["last_obs"]),
-                    ready=lambda m: m["stored"] >= 2,
-                    clear=lambda m: init_memory(),
-                    probe=lambda m, key, n: (jnp.resize(m["last_obs"], (n, observation_size)),
-                                             m["stored"] > 0))
-
-    def act(state, obs, key):
-        return jax.random.uniform(key, (obs.shape[0], action_size), minval=-1, maxval=1), ()
-
-    def update(state, batch, hparams, key):
-        return state + 1.0, {"loss": jnp.mean(jnp.abs(batch.obs))}
-
-    return Agent(init=lambda key, hparams: jnp.zeros(()), act=act,
-                 act_mode=lambda state, obs: jnp.zeros((obs.shape[0], action_size)),
-                 update=update, memory=memory, evaluate=lambda state, obs, action: {},
-                 measure=lambda state, memory, rollout, key: {
-                     "updates": state, "rollout_reward": jnp.mean(rollout.reward)},
-                 features=lambda state, obs: {}, params=lambda state: state,
-                 loss_keys=("loss",))
-
+from toy_rl import random_agent, reach_sequence
 
 # ----------------------------------------------------------------------------- the kind
 
@@ -111,6 +42,10 @@ class RandomReachConfig(ConfigBase):
     @property
     def num_tasks(self) -> int:
         return len(self.targets)
+
+    @property
+    def intervals_per_task(self) -> int:
+        return self.env_steps_per_task // self.log_every
 
     def describe(self) -> str:
         return f"random policy reaching {self.targets}"

@@ -1,4 +1,5 @@
-"""Checkpoint and resume: a run killed with SIGKILL and resumed ends with the same table."""
+"""Checkpoint and resume: a run killed with SIGKILL in the middle of a repeated schedule
+(A B A B) and resumed ends with the same table."""
 import os
 import signal
 import subprocess
@@ -10,7 +11,8 @@ import pytest
 
 from experiments.cli import main
 
-ARGS = ["run", "quickstart", "--num-tasks", "4", "--seeds", "2", "--steps-per-task", "100",
+ARGS = ["run", "quickstart", "--num-tasks", "2", "--schedule", "repeat:2", "--seeds", "2",
+        "--steps-per-task", "100",
         "--log-every", "50", "--hidden", "16", "--eval-examples", "64", "--probe-examples", "32",
         "--metrics", "dormant", "--replay-capacity", "100", "--no-plots"]
 

@@ -1,7 +1,8 @@
 """Golden-value tests for metrics.continual (all expected values by hand).
 
 Tasks are 0-based: R[k, j] = accuracy on task j after training tasks 0..k-1,
-row 0 = at initialisation.
+row 0 = at initialisation. With a schedule of visits (tasks[v] the task of visit v),
+R[v, j] = accuracy on task j after visits 0..v-1.
 """
 
 import numpy as np
@@ -237,3 +238,163 @@ def test_bootstrap_bad_args():
         C.bootstrap_ci(np.ones(5), statistic="median")
     with pytest.raises(ValueError):
         C.bootstrap_ci(np.ones(5), level=1.5)
+
+
+# --------------------------------------------------------------------------------------------
+# Schedules with repeats: R[v, j] has one row per visit, tasks[v] the task of visit v.
+# --------------------------------------------------------------------------------------------
+
+
+def sequential_reference(R):
+    """The sequential formulas of REFERENCE.md §5 (0-based), written out loop by loop."""
+    T = R.shape[-1]
+    return {
+        "acc_avg": np.mean([R[T, j] for j in range(T)]),
+        "forgetting_max": np.mean([max(R[l, j] for l in range(j + 1, T)) - R[T, j]
+                                   for j in range(T - 1)]),
+        "forgetting_last": np.mean([R[j + 1, j] - R[T, j] for j in range(T - 1)]),
+        "bwt": np.mean([R[T, j] - R[j + 1, j] for j in range(T - 1)]),
+        "bwt_1step": np.mean([R[j + 2, j] - R[j + 1, j] for j in range(T - 1)]),
+        "fwt_gem": np.mean([R[j, j] - R[0, j] for j in range(1, T)]),
+        "plasticity": [R[j + 1, j] for j in range(T)],
+        "acc_avg_curve": [np.mean(R[k, :k]) for k in range(1, T + 1)],
+    }
+
+
+@pytest.mark.parametrize("T", [2, 3, 6])
+def test_general_path_equals_sequential_formulas_on_random_R(T):
+    rng = np.random.default_rng(T)
+    Rs = rng.uniform(0, 100, size=(5, T + 1, T))
+    tasks = np.arange(T)
+    general = C.summarize(Rs, tasks)
+    default = C.summarize(Rs)
+    for r, R in enumerate(Rs):
+        ref = sequential_reference(R)
+        for key in A_GOLDEN:
+            np.testing.assert_allclose(general[key][r], ref[key], err_msg=key)
+            np.testing.assert_allclose(default[key][r], ref[key], err_msg=key)
+        np.testing.assert_allclose(C.plasticity_curve(R, tasks), ref["plasticity"])
+        np.testing.assert_allclose(C.acc_avg_curve(R, tasks), ref["acc_avg_curve"])
+
+
+# Tasks 0, 1, 0, 1 (S = 4 visits, T = 2); row v = after visits 0..v-1.
+#              task0 task1
+REP = np.array([[10, 20],   # init
+                [95, 30],   # after v0 (task 0)
+                [50, 70],   # after v1 (task 1)
+                [90, 40],   # after v2 (task 0)
+                [60, 85]])  # after v3 (task 1): final
+REP_TASKS = np.array([0, 1, 0, 1])
+# The last visit trains task 1, so only task 0 can have been forgotten.
+# acc_avg        : (60 + 85) / 2                                          = 72.5
+# acc_avg_curve  : [95, (50+70)/2, (90+40)/2, 72.5]                       = [95, 60, 65, 72.5]
+# plasticity     : [R[1,0], R[2,1], R[3,0], R[4,1]]                       = [95, 70, 90, 85]
+# forgetting_max : task 0, rows 1..3 (after its first visit, before the last row):
+#                  max(95, 50, 90) - 60                                   = 35
+# forgetting_last: task 0's last visit is v2: R[3,0] - R[4,0] = 90 - 60   = 30
+# bwt            : -30
+# bwt_1step      : v0: R[2,0]-R[1,0] = -45; v1: R[3,1]-R[2,1] = -30;
+#                  v2: R[4,0]-R[3,0] = -30                     -> -105/3  = -35
+# fwt_gem        : first visits after v0: task 1 at v1: R[1,1] - R[0,1]   = 10
+REP_GOLDEN = {"acc_avg": 72.5, "forgetting_max": 35.0, "forgetting_last": 30.0, "bwt": -30.0,
+              "bwt_1step": -35.0, "fwt_gem": 10.0}
+
+# Tasks 0, 1, 2, 0 (T = 3): the last visit revisits task 0, so tasks 1 and 2 are the earlier.
+REP3 = np.array([[10, 20, 30],
+                 [80, 25, 35],   # after v0 (task 0)
+                 [60, 90, 40],   # after v1 (task 1)
+                 [50, 70, 85],   # after v2 (task 2)
+                 [88, 65, 75]])  # after v3 (task 0): final
+REP3_TASKS = np.array([0, 1, 2, 0])
+# acc_avg        : (88 + 65 + 75) / 3                                    = 76
+# acc_avg_curve  : [80, (60+90)/2, (50+70+85)/3, 76]
+# plasticity     : [R[1,0], R[2,1], R[3,2], R[4,0]]                      = [80, 90, 85, 88]
+# forgetting_max : task 1: max(R[2,1], R[3,1]) - R[4,1] = 90 - 65 = 25;
+#                  task 2: R[3,2] - R[4,2] = 85 - 75 = 10               -> 17.5
+# forgetting_last: task 1: R[2,1] - 65 = 25; task 2: R[3,2] - 75 = 10   -> 17.5
+# bwt            : -17.5
+# bwt_1step      : v0: 60-80 = -20; v1: 70-90 = -20; v2: 75-85 = -10    -> -50/3
+# fwt_gem        : task 1: R[1,1]-R[0,1] = 5; task 2: R[2,2]-R[0,2] = 10 -> 7.5
+#                  (task 0's revisit is not forward transfer)
+REP3_GOLDEN = {"acc_avg": 76.0, "forgetting_max": 17.5, "forgetting_last": 17.5, "bwt": -17.5,
+               "bwt_1step": -50.0 / 3, "fwt_gem": 7.5}
+
+
+@pytest.mark.parametrize("R, tasks, golden", [(REP, REP_TASKS, REP_GOLDEN),
+                                              (REP3, REP3_TASKS, REP3_GOLDEN)])
+def test_summarize_golden_repeated_schedule(R, tasks, golden):
+    out = C.summarize(R, tasks)
+    assert set(out) == set(golden)
+    for key, val in golden.items():
+        assert out[key].shape == ()
+        np.testing.assert_allclose(out[key], val, err_msg=key)
+
+
+def test_curves_on_repeated_schedules_have_one_entry_per_visit():
+    np.testing.assert_array_equal(C.plasticity_curve(REP, REP_TASKS), [95, 70, 90, 85])
+    np.testing.assert_allclose(C.acc_avg_curve(REP, REP_TASKS), [95, 60, 65, 72.5])
+    np.testing.assert_array_equal(C.plasticity_curve(REP3, REP3_TASKS), [80, 90, 85, 88])
+    np.testing.assert_allclose(C.acc_avg_curve(REP3, REP3_TASKS),
+                               [80, 75, (50 + 70 + 85) / 3, 76])
+
+
+def test_repeated_schedule_reads_only_the_entries_it_needs():
+    # forgetting_max of task 0 never reads row 0 (before its first visit) nor zero-shot rows;
+    # acc_avg and the forgetting metrics never read task 1 before its first visit (R[1, 1]),
+    # which only fwt_gem needs.
+    R = REP.astype(float)
+    R[0, 0] = nan
+    R[1, 1] = nan
+    out = C.summarize(R, REP_TASKS)
+    for key in ("acc_avg", "forgetting_max", "forgetting_last", "bwt", "bwt_1step"):
+        np.testing.assert_allclose(out[key], REP_GOLDEN[key], err_msg=key)
+    assert np.isnan(out["fwt_gem"])
+
+
+def test_repeated_schedule_batches():
+    Rs = np.stack([REP, REP[:, ::-1]]).astype(float)  # the second: tasks swapped, so 1,0,1,0
+    out = C.summarize(Rs, REP_TASKS)
+    swapped = C.summarize(REP[:, ::-1], REP_TASKS)
+    for key in REP_GOLDEN:
+        assert out[key].shape == (2,)
+        np.testing.assert_allclose(out[key], [REP_GOLDEN[key], swapped[key]], err_msg=key)
+    # Swapping the task columns of R is the same as the schedule 1, 0, 1, 0 on REP.
+    relabelled = C.summarize(REP, 1 - REP_TASKS)
+    for key in REP_GOLDEN:
+        np.testing.assert_allclose(swapped[key], relabelled[key], err_msg=key)
+    # Tasks 1,0,1,0 on REP: final task 0, earlier task 1: forgetting_last = R[3,1] - R[4,1].
+    assert relabelled["forgetting_last"] == pytest.approx(40 - 85)
+    assert C.plasticity_curve(Rs, REP_TASKS).shape == (2, 4)
+
+
+def test_untrained_task_is_left_out():
+    # T = 3 evaluated, only tasks 0 and 1 trained (one visit each).
+    R = np.array([[10, 20, 30],
+                  [80, 25, 35],
+                  [70, 90, 99]])
+    tasks = np.array([0, 1])
+    out = C.summarize(R, tasks)
+    assert out["acc_avg"] == pytest.approx((70 + 90) / 2)  # task 2's 99 is not averaged
+    assert out["forgetting_last"] == pytest.approx(10.0)
+    assert out["fwt_gem"] == pytest.approx(5.0)
+    assert out["bwt_1step"] == pytest.approx(-10.0)
+
+
+def test_one_trained_task_is_nan_except_acc_avg():
+    # A single visit of task 1 with T = 2: nothing earlier, nothing after.
+    R = np.array([[10.0, 20.0], [15.0, 70.0]])
+    out = C.summarize(R, np.array([1]))
+    assert out["acc_avg"] == pytest.approx(70.0)
+    for key in ("forgetting_max", "forgetting_last", "bwt", "bwt_1step", "fwt_gem"):
+        assert np.isnan(out[key]), key
+
+
+def test_bad_tasks():
+    with pytest.raises(ValueError, match="tasks"):
+        C.summarize(REP, np.array([0, 1, 0]))       # one task per visit
+    with pytest.raises(ValueError, match="tasks"):
+        C.summarize(REP, np.array([0, 1, 0, 2]))    # only 2 evaluated tasks
+    with pytest.raises(ValueError, match="tasks"):
+        C.acc_avg(REP, np.array([0.0, 1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="sequential"):
+        C.acc_avg(REP)                              # 5 x 2 is not sequential

@@ -1,7 +1,10 @@
 """metrics.results: the tidy table, R from it, divergence, aggregation, and saving/loading.
 
 Logs are hand-made NumPy arrays with the loop's layout (``logs0`` leaves ``[R, ...]``, ``logs``
-leaves ``[R, T, I, ...]``), so the expected rows and values are known exactly.
+leaves ``[R, K, ...]`` for ``K`` log intervals, ``tasks[k]`` the task of interval ``k``), so the
+expected rows and values are known exactly. The sequential fixtures are written ``[R, T, I, ...]``
+(task by task, ``I`` intervals each) and flattened to ``K = T * I`` intervals by
+:func:`intervals`.
 """
 from __future__ import annotations
 
@@ -22,10 +25,14 @@ from metrics.results import (
     run_columns,
     save,
     summarize_runs,
+    task_auc,
     to_frame,
+    visit_spans,
+    visit_tasks,
 )
 
 R, T, I, LOG_EVERY = 3, 2, 2, 5
+TASKS = np.repeat(np.arange(T), I)  # the sequential schedule: [0, 0, 1, 1]
 COLUMNS = ["run", "seed", "learning_rate", "task", "step", "metric", "layer", "eval_task", "value"]
 
 
@@ -49,6 +56,12 @@ def fake_logs(nonfinite=None):
     return logs0, logs
 
 
+def intervals(logs):
+    """``[R, T, I, ...]`` leaves -> ``[R, T * I, ...]``: one entry per log interval."""
+    return {k: intervals(v) if isinstance(v, dict) else
+            v.reshape(v.shape[0], v.shape[1] * v.shape[2], *v.shape[3:]) for k, v in logs.items()}
+
+
 def runs_table(learning_rates=(1e-3, 1e-3, 1e-2), seeds=(0, 1, 0)):
     runs = pd.DataFrame({"seed": list(seeds), "learning_rate": list(learning_rates)})
     runs.index.name = "run"
@@ -62,7 +75,7 @@ def expected_R(logs0, logs):
 @pytest.fixture
 def frame():
     logs0, logs = fake_logs()
-    return to_frame(logs0, logs, runs_table(), LOG_EVERY)
+    return to_frame(logs0, intervals(logs), runs_table(), LOG_EVERY, TASKS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -160,6 +173,90 @@ def test_r_matrix_from_to_frame_matches_logs_at_task_ends(frame):
 
 
 # --------------------------------------------------------------------------------------------
+# Schedules with repeats: visits and one R row per visit
+# --------------------------------------------------------------------------------------------
+
+REPEATS = np.array([0, 0, 1, 0, 1, 1])  # K = 6 intervals, steps 5..30
+
+
+def repeated_frame():
+    """Two runs on ``REPEATS``; eval_acc[r, k, j] = 0.1 * (k + 1) + 0.01 * j + 0.001 * r."""
+    r, k, j = np.meshgrid(np.arange(2), np.arange(6), np.arange(2), indexing="ij")
+    eval_acc = 0.1 * (k + 1) + 0.01 * j + 0.001 * r
+    logs0 = {"eval_acc": np.array([[0.01, 0.02], [0.03, 0.04]])}
+    logs = {"eval_acc": eval_acc, "train": {"train_acc": np.full((2, 6), 0.5)}}
+    runs = runs_table(learning_rates=(0.1, 0.1), seeds=(0, 1))
+    return to_frame(logs0, logs, runs, LOG_EVERY, REPEATS), logs0, logs
+
+
+def test_visit_spans_of_a_repeated_schedule():
+    df, _, _ = repeated_frame()
+    spans = visit_spans(df)
+    # Intervals 0,0 | 1 | 0 | 1,1 -> four visits ending at steps 10, 15, 20, 30.
+    assert list(spans.columns) == ["visit", "task", "occurrence", "start_step", "end_step"]
+    assert spans["visit"].tolist() == [0, 1, 2, 3]
+    assert spans["task"].tolist() == [0, 1, 0, 1]
+    assert spans["occurrence"].tolist() == [0, 0, 1, 1]
+    assert spans["start_step"].tolist() == [0, 10, 15, 20]
+    assert spans["end_step"].tolist() == [10, 15, 20, 30]
+    np.testing.assert_array_equal(visit_tasks(df), [0, 1, 0, 1])
+
+
+def test_visit_spans_of_the_sequential_schedule_are_the_tasks(frame):
+    spans = visit_spans(frame)
+    assert spans["task"].tolist() == [0, 1] and spans["occurrence"].tolist() == [0, 0]
+    assert spans["end_step"].tolist() == [I * LOG_EVERY, T * I * LOG_EVERY]
+
+
+def test_visit_spans_rejects_a_table_mixing_schedules():
+    df, _, _ = repeated_frame()
+    other = df[df["run"] == 0].copy()
+    other["run"] = 2
+    other.loc[other["step"] == 15, "task"] = 0  # run 2 trains task 0 at step 15
+    with pytest.raises(ValueError, match="one schedule"):
+        visit_spans(pd.concat([df, other], ignore_index=True))
+
+
+def test_r_matrix_has_one_row_per_visit():
+    df, logs0, logs = repeated_frame()
+    R_, runs = r_matrix(df)
+    assert R_.shape == (2, 5, 2)  # init + 4 visits, 2 tasks
+    # Rows: step 0, then the last interval of each visit: intervals 1, 2, 3, 5.
+    expected = np.concatenate([logs0["eval_acc"][:, None], logs["eval_acc"][:, [1, 2, 3, 5]]],
+                              axis=1)
+    np.testing.assert_allclose(R_, expected)
+    np.testing.assert_allclose(R_[0, :, 1], [0.02, 0.21, 0.31, 0.41, 0.61])  # by hand, run 0
+    assert runs["seed"].tolist() == [0, 1]
+
+
+def test_task_auc_reads_the_first_visit_of_each_task():
+    df, _, _ = repeated_frame()
+    auc, _ = task_auc(df)
+    # Task 0's first visit: intervals 0, 1 -> mean(0.1, 0.2) + 0.001 r; task 1's: interval 2
+    # alone -> 0.3 + 0.01 + 0.001 r. The revisits (intervals 3 and 4, 5) do not count.
+    np.testing.assert_allclose(auc, [[0.15, 0.31], [0.151, 0.311]])
+
+
+def test_summarize_runs_reads_the_visits():
+    df, _, _ = repeated_frame()
+    table = summarize_runs(df)
+    R_ = r_matrix(df)[0]
+    tasks = np.array([0, 1, 0, 1])
+    for run in range(2):
+        expected = continual.summarize(R_[run], tasks)
+        for name, value in expected.items():
+            assert table.loc[run, name] == pytest.approx(float(value)), name
+    # Run 0 by hand: final row [0.6, 0.61]; last visit trains task 1; task 0 last trained in
+    # visit 2 (interval 3: 0.4) -> forgetting_last = 0.4 - 0.6 = -0.2; plasticity at the end
+    # of visit 0 (interval 1, task 0: 0.2) and of visit 3 (interval 5, task 1: 0.61).
+    assert table.loc[0, "acc_avg"] == pytest.approx(0.605)
+    assert table.loc[0, "forgetting_last"] == pytest.approx(-0.2)
+    assert table.loc[0, "fwt_gem"] == pytest.approx(0.21 - 0.02)  # task 1 before visit 1
+    assert table.loc[0, "plasticity_first"] == pytest.approx(0.2)
+    assert table.loc[0, "plasticity_last"] == pytest.approx(0.61)
+
+
+# --------------------------------------------------------------------------------------------
 # divergence
 # --------------------------------------------------------------------------------------------
 
@@ -170,7 +267,7 @@ def diverged_frame():
     nonfinite[1, 1, 0] = 3
     nonfinite[1, 1, 1] = 10
     logs0, logs = fake_logs(nonfinite)
-    return to_frame(logs0, logs, runs_table(), LOG_EVERY), logs0, logs
+    return to_frame(logs0, intervals(logs), runs_table(), LOG_EVERY, TASKS), logs0, logs
 
 
 def test_divergence_flags_first_task_and_step_of_nonfinite_loss():
@@ -307,7 +404,9 @@ def _eval_only_table(values: np.ndarray, metric: str = "eval_acc") -> pd.DataFra
     from metrics.results import to_frame
     runs = pd.DataFrame({"seed": np.arange(values.shape[0])})
     runs.index.name = "run"
-    return to_frame({metric: values[:, 0, 0]}, {metric: values}, runs, log_every=10)
+    n_tasks, n_points = values.shape[1:3]
+    return to_frame({metric: values[:, 0, 0]}, intervals({metric: values}), runs, log_every=10,
+                    tasks=np.repeat(np.arange(n_tasks), n_points))
 
 
 def test_forward_transfer_by_hand_against_a_reference_table():
