@@ -183,7 +183,8 @@ def main(argv=None) -> int:
 
     rows = measure(full, mnist, ["", "all", PROBES_ONLY], args.repeats, "full")
     rows += measure(short, mnist, ["", *GROUPS, "all"], args.repeats, "short")
-    log("singular values: library (QR + Jordan-Wielandt) vs Gram with eigenvectors vs SVD")
+    log("singular values: library (per platform: SVD on CPU, QR + Jordan-Wielandt elsewhere) "
+        "vs Gram with eigenvectors vs SVD")
     sv = sv_microbench(full, mnist, calls=20)
 
     def describe(cfg):
@@ -227,7 +228,7 @@ def main(argv=None) -> int:
                r["max_rel_err_vs_sigma1"])
     print("one call, vmapped over runs, median of 20 after a warm-up (features: hidden/0 "
           "post-activations of the initial network on the probe batch; kernel: hidden/0 weights; "
-          "library = metrics.diagnostics.singular_values (QR + Jordan-Wielandt eigenvalues), "
+          "library = metrics.diagnostics.singular_values (CPU: gesdd; GPU/TPU: QR + Jordan-Wielandt), "
           "with eigvecs = Gram + jnp.linalg.eigvalsh, an older path; max diff is the "
           "library's, against the SVD)")
     print(st.render())

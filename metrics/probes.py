@@ -123,11 +123,12 @@ def _feature_norm(**_) -> Probe:
 
 
 # Rank probes are functions of (σ, N). They are built as one Probe that computes the spectrum
-# (D.singular_values: one eigenvalues-only eigendecomposition, of the Jordan-Wielandt matrix, so
-# a collapsed layer's zero σ are not inflated to ~3.5e-4·σ_1 as the Gram route did) once per
-# layer and applies every selected rank; make_probes fuses the rank names a user selects into a
-# single such Probe, so the eigendecomposition runs once per layer even outside jit (inside one
-# jit XLA's CSE would also dedupe, but this does not rely on it).
+# (D.singular_values: exact, no squared condition number, so a collapsed layer's zero σ are not
+# inflated to ~3.5e-4·σ_1 as the Gram route did; an eigenvalues-only SVD on CPU, QR + the
+# eigenvalues of the Jordan-Wielandt matrix elsewhere) once per layer and applies every selected
+# rank; make_probes fuses the rank names a user selects into a single such Probe, so the spectrum
+# is computed once per layer even outside jit (inside one jit XLA's CSE would also dedupe, but
+# this does not rely on it).
 RankFn = Callable[[jax.Array, int], dict[str, jax.Array]]
 
 

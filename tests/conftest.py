@@ -1,8 +1,9 @@
 """Test-session settings.
 
 Programs compiled during the session go to XLA's persistent compilation cache in a temporary
-directory (never the user's ~/.cache): the RL loop test and the RL CLI test build the same tiny
-HalfCheetah program (``RL_TINY``), and the second reuses the first's compilation.
+directory (never the user's ~/.cache): the HalfCheetah RL loop, CLI and pinned-output tests
+(all ``slow``: the physics compiles for minutes on 2 cores) build the same tiny program
+(``RL_TINY``), and the later ones reuse the first's compilation.
 """
 import os
 import tempfile

@@ -1,15 +1,43 @@
-"""The continual RL loop on a real Brax env (HalfCheetah): one compiled program for the whole
-task sequence, task switches without retrace, no implicit host transfer, return matrix and RL
-diagnostics in the logs. Tiny sizes (the ``rl_tiny`` preset overrides): compilation dominates."""
+"""The continual RL loop with SAC: on the toy point-mass source (seconds to compile; the default
+run) and on a real Brax env (HalfCheetah, ``slow``: its physics takes minutes to compile on 2
+cores): one compiled program for the whole task sequence, task switches without retrace, no
+implicit host transfer, return matrix and RL diagnostics in the logs. Tiny sizes (the
+``rl_tiny`` preset overrides): compilation dominates."""
 import jax
 import numpy as np
+import pandas as pd
 import pytest
 
+from continual.agents import RLSpec, make_rl_train
+from continual.agents.sac import ReplaySpec, SACSpec, make_sac, make_sac_agent
 from continual.runner import compiled as compiled_fns
 from continual.runner import execute, run_keys
 from experiments import registry
+from experiments.experiment import hparams_of
 from experiments.registry import from_preset
 from tasks.envs import brax as brax_envs
+from tasks.schedule import parse
+from toy_rl import reach_sequence
+
+
+def test_sac_runs_the_rl_loop_on_the_toy_source_with_its_measurements():
+    seq = reach_sequence([0.5, -0.5])
+    sac = make_sac(SACSpec(hidden=(8,)), seq.observation_size, seq.action_size)
+    agent = make_sac_agent(sac, ReplaySpec(batch_size=4, capacity=32, min_replay=4, val_every=3,
+                                           val_capacity=8, q_bias_keep=2),
+                           seq.observation_size, seq.action_size)
+    spec = RLSpec(num_envs=2, steps_per_task=8, log_every=4, episode_length=4, eval_envs=2,
+                  eval_length=4, probe_examples=4, reset_replay=True)
+    train = make_rl_train(spec, agent, seq)
+    hparams = hparams_of(pd.DataFrame({"seed": [0, 1]}))
+    logs0, logs = execute(train, run_keys([0, 1]), hparams, (), seq.params,
+                          parse("repeat:2", 2, 2), mode="sweep")
+    assert logs0["eval_return"].shape == (2, 2) and logs["eval_return"].shape == (2, 8, 2)
+    for name in ("q_bias", "q_estimate", "mc_return", "td_error_val", "td_error_train"):
+        assert logs[name].shape == (2, 8) and np.all(np.isfinite(logs[name])), name
+    # Updates start once 4 transitions are stored (the first env step of 2 envs stores 2).
+    assert np.all(np.isfinite(logs["train"]["critic_loss"]))
+    assert not np.allclose(logs["q_estimate"][0], logs["q_estimate"][1])
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +49,7 @@ def compiled(rl_tiny):
     return exp, keys, logs0, logs
 
 
+@pytest.mark.slow
 def test_logs_hold_the_return_matrix_and_rl_diagnostics(compiled):
     exp, _, logs0, logs = compiled
     runs, tasks, intervals = len(exp.runs), exp.tasks.num_tasks, exp.schedule.length
@@ -40,12 +69,14 @@ def test_logs_hold_the_return_matrix_and_rl_diagnostics(compiled):
     assert not np.allclose(logs["q_estimate"][:, 0], logs["q_estimate"][:, 1])
 
 
+@pytest.mark.slow
 def test_opposite_objectives_give_different_returns_to_the_same_policy(compiled):
     # Run forward vs backward: same physics, reward sign of the velocity term flipped.
     _, _, logs0, _ = compiled
     assert not np.allclose(logs0["eval_return"][:, 0], logs0["eval_return"][:, 1])
 
 
+@pytest.mark.slow
 def test_a_new_task_sequence_of_the_same_shape_reuses_the_compilation(compiled):
     # execute() again with other task params: the cached executable runs, nothing is traced,
     # and nothing moves to the host implicitly.

@@ -22,6 +22,7 @@ def rl_run(tmp_path_factory, rl_tiny):
     return out
 
 
+@pytest.mark.slow  # HalfCheetah's physics compiles for minutes
 def test_rl_run_writes_return_matrix_summary_and_plots(rl_run):
     for name in ("results.parquet", "config.json", "summary.csv", "r_matrix.png",
                  "accuracy_curves.png", "rl.png", "diagnostics.png"):
@@ -41,6 +42,7 @@ def test_rl_run_writes_return_matrix_summary_and_plots(rl_run):
     assert {"return_avg", "forgetting_last", "fwt_gem", "return_online"} <= set(summary.columns)
 
 
+@pytest.mark.slow  # HalfCheetah's physics compiles for minutes
 def test_report_redraws_an_rl_run(rl_run, capsys):
     assert main(["report", str(rl_run)]) == 0
     out = capsys.readouterr().out

@@ -67,7 +67,8 @@ def _run(case: str, rl_tiny: dict) -> dict:
     return _outputs(table)
 
 
-@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("case", [pytest.param(c, marks=pytest.mark.slow) if c == "cheetah-quick"
+                                  else c for c in CASES])
 def test_small_presets_give_the_pinned_numbers_bit_for_bit(case, rl_tiny):
     got = _run(case, rl_tiny)
     if os.environ.get("PLAX_PIN_WRITE"):

@@ -18,7 +18,7 @@ HERE = Path(__file__).resolve().parent
 def _kill_after_first_checkpoint(argv: list[str], out: Path, prelude: str = "") -> None:
     script = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(HERE)!r})
+        sys.path[:0] = [{str(HERE)!r}, {str(HERE.parent)!r}]  # test_plugin_kind, toy_rl
         {prelude}
         from experiments.cli import main
         sys.exit(main({argv + ['--out', str(out)]!r}))

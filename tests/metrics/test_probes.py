@@ -1,5 +1,8 @@
 """metrics.probes: registry, canonical keys, aggregation, and behaviour under jit(vmap)."""
 
+import collections
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -156,7 +159,7 @@ def test_make_probes_parses_groups_dedupes_and_fuses_ranks():
     assert names == [
         "dead", "dormant", "weight_sv", "param_norm", "param_dist_init", "weight_abs_mean"
     ]
-    # rank probes share one Gram eigendecomposition per layer: fused at the first rank position
+    # rank probes share one spectrum per layer: fused at the first rank position
     names = [p.name for p in make_probes(["stable_rank", "dead", "srank", "stable_rank"])]
     assert names == ["stable_rank+srank", "dead"]
     all_names = [p.name for p in make_probes("all")]
@@ -183,23 +186,58 @@ def test_bad_parameters_are_rejected_with_the_value(kwargs, bad):
         make_probes("all", **kwargs)
 
 
-def test_rank_probes_share_one_eigendecomposition_per_layer():
+def _custom_calls(fn, inputs, platform=None):
+    """{custom-call target: count} of ``jit(vmap(fn))`` over 3 runs of ``inputs`` (the probes'
+    compiled use), lowered for this backend or exported for ``platform``."""
+    runs = jax.tree.map(lambda x: jnp.stack([x] * 3), inputs)
+    f = jax.jit(jax.vmap(fn))
+    if platform is None:
+        text = f.lower(runs).as_text()
+    else:
+        export = pytest.importorskip("jax.export")
+        spec = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), runs)
+        text = export.export(f, platforms=[platform])(spec).mlir_module()
+    return collections.Counter(re.findall(r"custom_call @(\w+)", text)), text
+
+
+def test_rank_probes_share_one_spectrum_per_layer():
     probes = make_probes("effective_rank,srank,approx_rank,stable_rank,feature_rank")
     fn = lambda x: run_probes(probes, x)  # noqa: E731
-    # one eigendecomposition (the platform-dependent _eigvalsh) and one Gram matrix per layer
+    layers = len(INPUTS.features)
+    # The traced program holds both branches of the platform-dependent spectrum once per layer:
+    # the CPU one (an SVD) and the default one (QR, both features are non-square, + the
+    # eigenvalues of the Jordan-Wielandt matrix). Five rank metrics, one spectrum.
     jaxpr = str(jax.make_jaxpr(fn)(INPUTS))
-    assert jaxpr.count("platform_index") == len(INPUTS.features)
+    assert jaxpr.count("= svd[") == layers
+    assert len(re.findall(r"= geqrf\b", jaxpr)) == layers
+    # Each platform lowers only its own branch. CPU: one eigenvalues-only gesdd (jobz = 'N' = 78)
+    # per layer and per run, inside a loop over the runs; no QR and no eigensolver.
     if jax.default_backend() == "cpu":
-        hlo = jax.jit(fn).lower(INPUTS).as_text()
-        assert hlo.count("custom_call @lapack_ssyevd_ffi") == len(INPUTS.features)
+        calls, hlo = _custom_calls(fn, INPUTS)
+        assert calls == {"lapack_sgesdd_ffi": layers}
+        gesdd = [line for line in hlo.splitlines() if "@lapack_sgesdd_ffi" in line]
+        assert all("mode = 78" in line for line in gesdd)
+        assert {re.search(r"\((tensor<[^>]*>)\)", line).group(1) for line in gesdd} == {
+            "tensor<12x8xf32>", "tensor<8x4xf32>"  # one matrix per call: [8, 12] transposed
+        }
+    # GPU: one batched geqrf and one eigenvalues problem per layer, and no SVD.
+    calls, _ = _custom_calls(fn, INPUTS, "cuda")
+    assert calls == {"cusolver_geqrf_ffi": layers, "cusolver_syevd_ffi": layers}
 
 
-def test_weight_and_rank_probes_issue_one_eigvalsh_per_matrix():
-    # features: 2 hidden layers; weights: 3 kernels. Nothing else asks for an eigendecomposition.
+def test_all_probes_issue_one_decomposition_per_matrix():
+    # features: 2 hidden layers (one spectrum each); weights: 3 kernels (one Gram eigvalsh each).
+    # Nothing else asks for a decomposition.
     probes = make_probes("all")
-    jaxpr = str(jax.make_jaxpr(lambda x: run_probes(probes, x))(INPUTS))
-    assert jaxpr.count("platform_index") == len(INPUTS.features) + len(INPUTS.layers)
-    assert "svd" not in jaxpr
+    fn = lambda x: run_probes(probes, x)  # noqa: E731
+    n_feat, n_kernels = len(INPUTS.features), len(INPUTS.layers)
+    jaxpr = str(jax.make_jaxpr(fn)(INPUTS))
+    assert jaxpr.count("= svd[") == n_feat  # the feature spectra's CPU branch only
+    if jax.default_backend() == "cpu":
+        calls, _ = _custom_calls(fn, INPUTS)
+        assert calls == {"lapack_sgesdd_ffi": n_feat, "lapack_ssyevd_ffi": n_kernels}
+    calls, _ = _custom_calls(fn, INPUTS, "cuda")
+    assert calls == {"cusolver_geqrf_ffi": n_feat, "cusolver_syevd_ffi": n_feat + n_kernels}
 
 
 # --- compiled use -----------------------------------------------------------------------------
