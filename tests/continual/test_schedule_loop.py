@@ -5,6 +5,8 @@ program compiled once) and the toy RL agent are shared by the module; the sweep 
 schedule check is in test_loop.py."""
 from __future__ import annotations
 
+import functools
+
 import jax
 import numpy as np
 import pandas as pd
@@ -113,6 +115,7 @@ def test_drift_examples_come_from_the_other_task_with_the_scheduled_probability(
 # ---------------------------------------------------------------------------------- RL
 
 
+@functools.lru_cache(maxsize=None)
 def _rl_train(reset_replay: bool):
     seq = reach_sequence([0.5, -0.5])
     spec = RLSpec(num_envs=2, steps_per_task=4, log_every=2, episode_length=3, eval_envs=1,
@@ -139,14 +142,14 @@ def test_rl_replay_is_emptied_at_announced_switches_only_repeats_included(bounda
 
 
 def test_rl_envs_run_the_scheduled_task_from_the_first_interval():
-    seq, train = _rl_train(reset_replay=False)
+    seq, train = _rl_train(reset_replay=True)   # the replay test's compiled program
     schedule = parse("order:1x1,0x2,1x1", 2, 2, boundaries="hidden")
-    hparams = jax.tree.map(lambda a: a[0], hparams_of(pd.DataFrame({"seed": [0]})))
-    carry, _ = train.init(run_keys([0])[0], hparams, (), seq.params)
+    init, interval = compiled(train, "chunked")
+    hparams = hparams_of(pd.DataFrame({"seed": [0]}))
+    carry, _ = init(run_keys([0]), hparams, (), seq.params)
     targets = []   # the observation carries the target of the task the envs run
     for k in range(schedule.length):
-        carry, _ = train.run_interval(carry, schedule_entry(schedule, k), hparams, (),
-                                      seq.params)
-        targets.append(np.unique(np.asarray(carry.first.obs)[:, 1]).tolist())
+        carry, _ = interval(carry, schedule_entry(schedule, k), hparams, (), seq.params)
+        targets.append(np.unique(np.asarray(carry.first.obs)[0, :, 1]).tolist())
     assert targets == [[-0.5], [0.5], [0.5], [-0.5]]
-    assert int(carry.steps) == 4 * 2
+    assert int(carry.steps[0]) == 4 * 2

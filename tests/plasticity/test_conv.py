@@ -74,6 +74,7 @@ def test_every_convolution_of_a_step_inside_scan_is_canonical():
     assert any("dim_labels=b01f_01io->b01f" not in line for line in plain), plain
 
 
+@pytest.mark.slow  # two CNN loop compiles (~35 s on 2 cores)
 def test_a_cnn_stream_gives_the_same_table_with_plain_lax_convolutions(monkeypatch):
     cfg = ClassifierConfig(dataset="synthetic", family="split", num_tasks=2, network="cnn",
                            channels=(2, 4), hidden=(8,), steps_per_task=10, log_every=10,
