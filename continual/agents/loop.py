@@ -21,8 +21,9 @@ What the loop owns, for every agent (:class:`continual.agents.Agent` holds what 
   chunked mode, sharded over devices, with checkpoints — unchanged.
 * Episodes. Each env runs until it terminates or reaches ``episode_length`` steps; then it
   restarts from its reset state of the current task (Brax's ``AutoResetWrapper`` convention: one
-  reset state per env, drawn afresh at every switch of the schedule, announced or hidden). A time-limit truncation keeps
-  ``discount = 1`` (the critic bootstraps); a termination sets it to 0.
+  reset state per env, drawn afresh at every switch of the schedule, announced or hidden). A
+  time-limit truncation keeps ``discount = 1`` (the critic bootstraps); a termination sets it
+  to 0.
 * Simulator blow-ups: a non-finite observation or reward ends the episode as a termination with
   reward 0, is counted (``env_nonfinite``) and reaches memory with ``next_obs = obs``.
 * Interventions (``intervention(state, obs, hparams, key) -> state``, e.g. a reset): between
