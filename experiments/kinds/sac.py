@@ -78,7 +78,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "cheetah-relearn": (
         "relearning in continual RL: HalfCheetah forward, backward, forward, backward (repeat "
         "schedule), 4 × 12k env steps, replay emptied at every switch, otherwise "
-        "cheetah-quick; relearning speed per revisit (about 5 minutes on 2 cores)",
+        "cheetah-quick; relearning speed per revisit (18 min measured on 2 busy cores)",
         dict(env="halfcheetah", family="objectives", objective="direction",
              task_values=(1.0, -1.0), schedule="repeat:2", num_envs=8, episode_length=200,
              hidden=(64, 64), env_steps_per_task=12_000, log_every=2_000, updates_per_step=8,
