@@ -16,7 +16,6 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pandas as pd
 
 from continual.loop import Train
