@@ -28,7 +28,7 @@ import json
 import logging
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -262,15 +262,15 @@ class Checkpointer:
 
     # -- restore --------------------------------------------------------------------------
 
-    def restore(self, position: int | None, abstract_state: Any) -> tuple[int, Any, Any]:
-        """Returns ``(position, state, host_logs)`` of the checkpoint at ``position``
-        (the latest when ``None``).
+    def check(self, position: int | None = None) -> int:
+        """Raises :class:`CheckpointError` unless the checkpoint at ``position`` (the latest when
+        ``None``) is readable, of this format and of this fingerprint; returns its position.
+        Reads the metadata only: a caller checks before trusting what a position means."""
+        position, _, _ = self._meta(position)
+        return position
 
-        ``abstract_state`` gives the structure, shapes and dtypes to restore into: the live
-        state, or ``jax.eval_shape`` of the function that makes it. The result has its exact
-        tree structure (NamedTuples, ``nnx.State``, typed keys); arrays land on the leaves'
-        ``sharding`` where it is given, else on the default device.
-        """
+    def _meta(self, position: int | None) -> tuple[int, dict, Callable]:
+        """(position, checked metadata, how to report the step as corrupt)."""
         if position is None:
             position = self.latest_step()
             if position is None:
@@ -293,24 +293,37 @@ class Checkpointer:
             try:
                 meta = self._manager.restore(
                     position, args=ocp.args.Composite(**{_META: ocp.args.JsonRestore()}))[_META]
-                saved = meta["leaves"]
-                saved_fp = meta["fingerprint"]
                 if not all(isinstance(spec, dict) and {"path", "shape", "dtype"} <= spec.keys()
-                           for spec in saved):
+                           for spec in meta["leaves"]):
                     raise ValueError("malformed leaf list in meta/metadata")
+                saved_fp = meta["fingerprint"]
             except Exception as err:  # noqa: BLE001 - any failure means unusable
                 raise corrupt(err) from err
-            if meta.get("format_version") != FORMAT_VERSION:
-                raise CheckpointError(
-                    f"checkpoint {step_dir} has format version {meta.get('format_version')!r}; "
-                    f"this code reads version {FORMAT_VERSION}")
-            if saved_fp != self.fingerprint:
-                mine, theirs = _short(self.fingerprint, saved_fp)
-                raise CheckpointError(
-                    f"checkpoint {step_dir} was made with a different configuration "
-                    f"(fingerprint {theirs}, this run has {mine}); use another checkpoint "
-                    "directory or the original configuration")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise CheckpointError(
+                f"checkpoint {step_dir} has format version {meta.get('format_version')!r}; "
+                f"this code reads version {FORMAT_VERSION}")
+        if saved_fp != self.fingerprint:
+            mine, theirs = _short(self.fingerprint, saved_fp)
+            raise CheckpointError(
+                f"checkpoint {step_dir} was made with a different configuration "
+                f"(fingerprint {theirs}, this run has {mine}); use another checkpoint "
+                "directory or the original configuration")
+        return position, meta, corrupt
 
+    def restore(self, position: int | None, abstract_state: Any) -> tuple[int, Any, Any]:
+        """Returns ``(position, state, host_logs)`` of the checkpoint at ``position``
+        (the latest when ``None``).
+
+        ``abstract_state`` gives the structure, shapes and dtypes to restore into: the live
+        state, or ``jax.eval_shape`` of the function that makes it. The result has its exact
+        tree structure (NamedTuples, ``nnx.State``, typed keys); arrays land on the leaves'
+        ``sharding`` where it is given, else on the default device.
+        """
+        position, meta, corrupt = self._meta(position)
+        saved = meta["leaves"]
+        step_dir = self._step_dir(position)
+        with _quiet():
             specs, abstract_leaves, treedef = _leaf_specs(abstract_state)
             self._check_compatible(step_dir, saved, specs)
 

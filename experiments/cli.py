@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 
@@ -18,6 +19,7 @@ import textwrap
 from pathlib import Path
 
 from continual.checkpoint import CheckpointError
+from continual.runner import OutOfMemory
 from experiments import registry, sinks
 from experiments.config import ConfigBase, ConfigError
 
@@ -36,6 +38,13 @@ examples:
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # A value such as "-1,1" or "-1e-3,2" (a comma list of numbers, backward first) is a
+        # value, not an option: argparse's own pattern only knows single numbers.
+        self._negative_number_matcher = re.compile(
+            r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?(,\s*-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)*$")
+
     def error(self, message):  # argparse exits with status 2; keep that, add a pointer to help
         self.print_usage(sys.stderr)
         self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n")
@@ -232,29 +241,37 @@ def _cmd_run(args) -> int:
           f"{len(experiment.run_table(cfg)) // cfg.seeds} settings → {out}", flush=True)
     exp = registry.build(cfg)
     meta = experiment.resolved_config(cfg, preset)
+    saved_batch = meta_batch(out) if args.resume else None
+    batches = experiment.plan(exp, run_batch=saved_batch)
+    print(f"plax: memory {batches.describe()}", flush=True)
+    meta["run_batches"] = {"batch": batches.batch, "batches": batches.batches,
+                           "how": batches.how, "per_run_bytes": batches.per_run_bytes,
+                           "device_bytes": batches.device_bytes}
     checkpointer = None
     # Checkpoints hold each process's device state; across processes they are not supported yet.
     if not args.resume and writer and (out / "checkpoints").exists():
         shutil.rmtree(out / "checkpoints")  # --force: a fresh run never resumes stale state
-    if cfg.mode == "chunked" and args.keep_checkpoints > 0 and jax.process_count() == 1:
+    if (cfg.mode == "chunked" or batches.batches > 1) and args.keep_checkpoints > 0 \
+            and jax.process_count() == 1:
+        # The batch size is part of what a checkpoint's positions mean.
         checkpointer = Checkpointer(out / "checkpoints", keep=args.keep_checkpoints,
-                                    fingerprint=meta["fingerprint"])
+                                    fingerprint=f"{meta['fingerprint']}/batch{batches.batch}")
         if args.resume:
             step = checkpointer.latest_step()
-            print("plax: resuming " + (f"after log interval {step}" if step is not None
+            print("plax: resuming " + (f"after {step} log intervals" if step is not None
                                        else "from the start (no checkpoint was written)"))
     if not args.resume and writer:
         results.save_config(out, meta)  # first, so that --resume finds the config
     try:
-        table, per_run, wall = experiment.run(exp, checkpointer=checkpointer,
+        table, per_run, wall = experiment.run(exp, batches=batches, checkpointer=checkpointer,
                                               checkpoint_seconds=60 * args.checkpoint_minutes)
     except experiment.PartialRun as partial:
         if writer:
             results.save(out, partial.table, {**meta, "partial": True})
             sinks.write(sinks.selected(args), out, partial.table, None,
                         {**meta, "partial": True}, partial=True)
-        print(f"plax: interrupted after {partial.intervals_done} of {partial.total} log "
-              f"intervals; results so far saved in {out}", file=sys.stderr)
+        print(f"plax: stopped after {partial.progress}; results so far saved in {out}",
+              file=sys.stderr)
         raise partial.cause
     meta["wall_seconds"] = round(wall, 3)
     if not writer:
@@ -268,6 +285,12 @@ def _cmd_run(args) -> int:
     sinks.write(sinks.selected(args), out, table, per_run, meta)
     print(f"results: {out}/results.parquet ({len(table)} rows) in {wall:.1f} s")
     return 0
+
+
+def meta_batch(run_dir: Path) -> int | None:
+    """The runs per batch a saved run used (``--resume`` runs the same batches)."""
+    saved = json.loads((run_dir / "config.json").read_text())
+    return saved.get("run_batches", {}).get("batch")
 
 
 def _print_summary(table, agg, per_run) -> None:
@@ -419,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         return commands[args.command](args)
-    except (ConfigError, ValueError, FileNotFoundError, ImportError, CheckpointError) as err:
+    except (ConfigError, ValueError, FileNotFoundError, ImportError, CheckpointError,
+            OutOfMemory) as err:
         print(f"plax: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

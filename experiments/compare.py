@@ -29,14 +29,16 @@ def parse_grid(items: Sequence[str], preset: str | None = None) -> dict[str, tup
     A vmapped field keeps its list as one value (it becomes runs of the same program). Values
     are read as the fields of ``preset``'s kind where given."""
     grid: dict[str, tuple] = {}
+    kind = registry.kind_of_preset(preset) if preset is not None else None
+    fields = kind.config.fields() if kind is not None else registry.all_fields()
     for item in items:
         key, sep, values = item.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or not values:
             raise ConfigError(f"grid entry {item!r} must look like key=value1,value2")
-        fields = registry.all_fields()
         if key not in fields:
-            raise ConfigError(f"unknown grid key {key!r}; valid: {', '.join(fields)}")
+            of = f" of {kind.label} presets" if kind is not None else ""
+            raise ConfigError(f"unknown grid key {key!r}{of}; valid: {', '.join(fields)}")
         if fields[key].metadata["vmapped"] or isinstance(fields[key].default, tuple):
             grid[key] = (registry.parse_override(key, values, preset),)
         else:
@@ -67,7 +69,11 @@ def run_grid(configs: list[tuple[dict, Any]], *, progress: bool = True):
     for setting, cfg in configs:
         if progress:
             print("setting: " + ", ".join(f"{k}={v}" for k, v in setting.items()), flush=True)
-        table, _, _ = experiment.run(registry.build(cfg), progress=progress)
+        exp = registry.build(cfg)
+        batches = experiment.plan(exp)
+        if progress:
+            print(f"memory {batches.describe()}", flush=True)
+        table, _, _ = experiment.run(exp, batches=batches, progress=progress)
         table["run"] += offset
         offset = int(table["run"].max()) + 1
         for i, (key, value) in enumerate(setting.items()):

@@ -101,6 +101,9 @@ class ConfigBase:
     seed: int = option(0, "first seed; runs use seed, seed+1, ...")
     mode: str = option("chunked", "chunked: one compiled call per task (RL: per log interval) "
                        "with progress; sweep: the whole sequence in one call", MODES)
+    run_batch: int = option(0, "runs per device executed at once, batch after batch through "
+                            "one compiled program; 0 = all that fit the device's memory "
+                            "(estimated from the compiled program before running)")
     metrics: str = option("", "diagnostics to compute per log interval, comma-separated (see "
                           "`plax list`); empty for none")
     dormant_tau: float = option(0.025, "τ of the dormant-unit probe (Sokar et al. 2023: 0.025; "
@@ -160,7 +163,7 @@ class ConfigBase:
             value = getattr(self, name)
             if (min(value) if isinstance(value, tuple) and value else value) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
-        for name in ("reset_every", "seed", "task_seed"):
+        for name in ("reset_every", "seed", "task_seed", "run_batch"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.dormant_tau < 0:

@@ -20,21 +20,19 @@ import pandas as pd
 
 from continual.loop import Train
 from continual.optimizers import HParams
-from continual.runner import execute, run_keys, stack_intervals
+from continual.runner import BatchPlan, Stopped, execute, plan_batches, run_keys
 from metrics import results
 from tasks.schedule import Schedule
 
 
 class PartialRun(Exception):
-    """Raised when a chunked run stops early (Ctrl-C, error): carries the table of the log
-    intervals that finished, so the caller can save it before re-raising ``cause``."""
+    """Raised when a run stops early (Ctrl-C, an error, out of memory): carries the table of
+    what finished (whole run batches, and the log intervals of the batch under way), so the
+    caller can save it before re-raising ``cause``. ``progress`` says what finished."""
 
-    def __init__(self, table: pd.DataFrame, intervals_done: int, total: int,
-                 cause: BaseException):
-        super().__init__(f"run stopped after {intervals_done} of {total} log intervals: "
-                         f"{cause!r}")
-        self.table, self.intervals_done, self.total = table, intervals_done, total
-        self.cause = cause
+    def __init__(self, table: pd.DataFrame, progress: str, cause: BaseException):
+        super().__init__(f"run stopped after {progress}: {cause!r}")
+        self.table, self.progress, self.cause = table, progress, cause
 
 
 class Experiment(NamedTuple):
@@ -91,59 +89,68 @@ def hparams_of(runs: pd.DataFrame) -> HParams:
                       for name, value in HParams.defaults()._asdict().items()})
 
 
-def run(exp: Experiment, *, progress: bool = True, checkpointer=None,
-        checkpoint_seconds: float = 0.0):
-    """Executes all runs; returns ``(table, per_run_summary, wall_seconds)``.
+def plan(exp: Experiment, run_batch: int | None = None) -> BatchPlan:
+    """How ``exp``'s runs execute at once (:func:`continual.runner.plan_batches`): the
+    config's ``run_batch`` runs per device, or with 0 the largest batch that fits. Compiles
+    the programs the run then reuses."""
+    return plan_batches(exp.train, run_keys(exp.runs["seed"].to_numpy()), exp.hparams,
+                        exp.tasks.data, exp.tasks.params, exp.schedule, mode=exp.config.mode,
+                        run_batch=exp.config.run_batch if run_batch is None else run_batch)
 
-    In chunked mode a progress bar counts log intervals; an interruption raises
-    :class:`PartialRun` carrying the table of the intervals completed so far."""
+
+def run(exp: Experiment, *, batches: BatchPlan | None = None, progress: bool = True,
+        checkpointer=None, checkpoint_seconds: float = 0.0):
+    """Executes all runs in the batches of ``batches`` (default :func:`plan`); returns
+    ``(table, per_run_summary, wall_seconds)``.
+
+    In chunked mode a progress bar counts log intervals over all batches. A run that stops
+    early raises :class:`PartialRun` carrying the table of what finished."""
     cfg = exp.config
     keys = run_keys(exp.runs["seed"].to_numpy())
     schedule = exp.schedule
+    batches = plan(exp) if batches is None else batches
     bar = None
-    if progress and cfg.mode == "chunked":
+    if progress and (cfg.mode == "chunked" or batches.batches > 1):
         from tqdm.auto import tqdm
-        bar = tqdm(total=schedule.length, desc="training", unit="interval")
+        bar = tqdm(total=batches.batches * schedule.length, desc="training", unit="interval")
 
-    received: dict = {"logs0": None, "intervals": []}
-
-    def on_init(logs0):
-        received["logs0"] = logs0
-        received["intervals"] = []
-        if bar is not None:  # a resumed run starts part-way
-            bar.reset()
-
-    def on_interval(k, logs):
-        received["intervals"].append(logs)
+    def on_interval(done, k, logs):
         if bar is not None:
-            if bar.n == 0 and k > 0:
-                bar.update(k)
             t = int(schedule.task[k])
-            bar.set_postfix(task=t, **exp.progress(logs, t))
-            bar.update(1)
+            fields = exp.progress(logs, t)
+            if batches.batches > 1:
+                fields = {"batch": f"{-(-done // schedule.length)}/{batches.batches}", **fields}
+            bar.set_postfix(task=t, **fields)
+            bar.update(done - bar.n)
 
-    def table_of(logs0, logs, n):
+    def table_of(logs, runs):
+        logs0, logs = logs
+        n = jax.tree.leaves(logs)[0].shape[1]
         shares = schedule.shares(cfg.num_tasks)[:n] if schedule.mixed else None
-        return results.mark_diverged(results.to_frame(logs0, logs, exp.runs, cfg.log_every,
-                                                      schedule.task[:n], shares))
+        return results.to_frame(logs0, logs, runs, cfg.log_every, schedule.task[:n], shares)
 
     start = time.perf_counter()
     try:
-        logs0, logs = execute(exp.train, keys, exp.hparams, exp.tasks.data, exp.tasks.params,
-                              schedule, mode=cfg.mode, checkpointer=checkpointer,
-                              checkpoint_seconds=checkpoint_seconds,
-                              on_init=on_init, on_interval=on_interval)
-    except (Exception, KeyboardInterrupt) as err:
-        done = len(received["intervals"])
-        if cfg.mode != "chunked" or received["logs0"] is None or done == 0:
-            raise
-        table = table_of(received["logs0"], stack_intervals(received["intervals"]), done)
-        raise PartialRun(table, done, schedule.length, err) from err
+        logs = execute(exp.train, keys, exp.hparams, exp.tasks.data, exp.tasks.params,
+                       schedule, mode=cfg.mode, plan=batches, checkpointer=checkpointer,
+                       checkpoint_seconds=checkpoint_seconds, on_interval=on_interval)
+    except Stopped as stop:
+        if stop.finished is None and stop.current is None:
+            raise stop.cause from None
+        tables = [] if stop.finished is None else [table_of(stop.finished, exp.runs)]
+        if stop.current is not None:
+            n = jax.tree.leaves(stop.current[0])[0].shape[0]
+            current = table_of(stop.current, exp.runs.iloc[stop.runs_done:stop.runs_done + n]
+                               .reset_index(drop=True).rename_axis("run"))
+            current["run"] += stop.runs_done
+            tables.append(current)
+        table = results.mark_diverged(pd.concat(tables, ignore_index=True))
+        raise PartialRun(table, stop.progress(), stop.cause) from stop.cause
     finally:
         if bar is not None:
             bar.close()
     wall = time.perf_counter() - start
-    table = table_of(logs0, logs, schedule.length)
+    table = results.mark_diverged(table_of(logs, exp.runs))
     return table, results.summarize_runs(table), wall
 
 

@@ -150,9 +150,10 @@ def test_chunked_mode_drives_intervals_from_the_host_with_one_trace(exp, sweep_l
     seen = []
     logs0, logs = execute(train, run_keys(SEEDS), exp.hparams, exp.tasks.data, exp.tasks.params,
                           SCHEDULE, mode="chunked",
-                          on_interval=lambda k, lg: seen.append((k, lg["eval_acc"].shape)))
+                          on_interval=lambda done, k, lg: seen.append((done, k,
+                                                                       lg["eval_acc"].shape)))
     assert traces == {"init": 1, "run_interval": 1}
-    assert seen == [(k, (3, T)) for k in range(T * I)]
+    assert seen == [(k + 1, k, (3, T)) for k in range(T * I)]
     # Chunked and sweep modes run the same functions: the same numbers.
     s0, s = sweep_logs
     assert jax.tree.structure(logs) == jax.tree.structure(s)

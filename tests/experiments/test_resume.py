@@ -67,3 +67,15 @@ def test_resume_without_a_run_directory_is_a_clear_error(tmp_path, capsys):
 def test_negative_checkpoint_settings_are_rejected(tmp_path, capsys, extra):
     assert main([*ARGS, *extra, "--out", str(tmp_path / "r")]) == 2
     assert "must be >= 0" in capsys.readouterr().err
+
+
+def test_a_run_killed_between_batches_resumes_from_the_next_batch(tmp_path):
+    batched = [*ARGS, "--seeds", "3", "--mode", "sweep", "--run-batch", "1"]
+    reference = tmp_path / "reference"
+    assert main([*batched, "--out", str(reference)]) == 0
+
+    killed = tmp_path / "killed"
+    kill_after_first_checkpoint([sys.executable, "-m", "experiments", *batched, "--out",
+                                 str(killed)], killed, timeout=240)
+    assert main(["run", "--resume", str(killed), "--no-plots"]) == 0
+    pd.testing.assert_frame_equal(_table(killed), _table(reference), check_exact=True)

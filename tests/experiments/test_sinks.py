@@ -198,7 +198,7 @@ def test_an_interrupted_run_keeps_its_table_and_writes_tensorboard(tracked, tmp_
     done = done[done["task"] == 0]
 
     def interrupted(*args, **kwargs):
-        raise experiment.PartialRun(done, 2, 4, KeyboardInterrupt())
+        raise experiment.PartialRun(done, "2 of 4 log intervals", KeyboardInterrupt())
 
     monkeypatch.setattr(experiment, "run", interrupted)
     out = tmp_path / "r"
