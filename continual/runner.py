@@ -29,8 +29,11 @@ from tasks.schedule import Schedule
 
 MODES = ("sweep", "chunked")
 # Fraction of a device's free memory a batch may plan to use: XLA's analysis leaves out
-# fragmentation and the runtime's own buffers.
+# fragmentation and the runtime's own buffers. A CPU "device" is the host's memory, which also
+# holds the host copies of the logs, the compiler and Python: a quickstart sweep planned at 0.8
+# of it peaked at 95% of the host's memory, hence half.
 MEMORY_MARGIN = 0.8
+CPU_MEMORY_MARGIN = 0.5
 
 
 def run_keys(seeds) -> jax.Array:
@@ -201,6 +204,7 @@ class BatchPlan(NamedTuple):
     per_run_bytes: float | None = None
     shared_bytes: float | None = None
     device_bytes: int | None = None
+    margin: float = MEMORY_MARGIN     # the fraction of device_bytes a batch may use
 
     @staticmethod
     def all_at_once(runs: int, devices: int = 1) -> "BatchPlan":
@@ -236,7 +240,7 @@ class BatchPlan(NamedTuple):
         """The most runs per device the estimate says fit, ``None`` without an estimate."""
         if self.per_run_bytes is None or self.device_bytes is None:
             return None
-        room = MEMORY_MARGIN * self.device_bytes - (self.shared_bytes or 0)
+        room = self.margin * self.device_bytes - (self.shared_bytes or 0)
         return int(room // max(self.per_run_bytes, 1.0))
 
 
@@ -302,7 +306,8 @@ def plan_batches(train: Train, keys: jax.Array, hparams: Any, data: Any, task_pa
     candidate (all runs, or ``run_batch``), which execution then reuses: nothing is compiled
     twice unless the runs do not fit. What the analysis holds beyond the replicated task data
     is divided by the runs, an upper bound on what one run adds. ``device_bytes`` defaults to
-    :func:`device_memory`; a batch may use :data:`MEMORY_MARGIN` of it.
+    :func:`device_memory`; a batch may use :data:`MEMORY_MARGIN` of it
+    (:data:`CPU_MEMORY_MARGIN` on CPU devices).
 
     Raises :class:`OutOfMemory` when not even one run fits."""
     mesh = run_mesh() if mesh is None else mesh
@@ -316,16 +321,17 @@ def plan_batches(train: Train, keys: jax.Array, hparams: Any, data: Any, task_pa
     if need is None:
         return BatchPlan(runs, mesh.size, batch, "forced" if run_batch else "all")
     shared = _nbytes((data, task_params))
+    margin = CPU_MEMORY_MARGIN if mesh.devices.flat[0].platform == "cpu" else MEMORY_MARGIN
     plan = BatchPlan(runs, mesh.size, batch, "forced" if run_batch else "fits",
-                     max(need - shared, 0) / batch, shared, available)
-    if run_batch or available is None or need <= MEMORY_MARGIN * available:
+                     max(need - shared, 0) / batch, shared, available, margin)
+    if run_batch or available is None or need <= margin * available:
         return plan
     fit = plan.fitting()
     if fit < 1:
         raise OutOfMemory(
             f"one run does not fit in device memory: it needs {format_bytes(plan.per_run_bytes)}"
             f" on top of {format_bytes(shared)} of task data shared by all runs, and the device "
-            f"has {format_bytes(available)} free ({MEMORY_MARGIN:.0%} of it may be planned); "
+            f"has {format_bytes(available)} free ({margin:.0%} of it may be planned); "
             "make the run smaller (replay buffer, batch size, network, evaluation examples)")
     batches = -(-per_device // fit)
     return plan._replace(batch=-(-per_device // batches), how="estimate")

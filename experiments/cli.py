@@ -241,7 +241,7 @@ def _cmd_run(args) -> int:
           f"{len(experiment.run_table(cfg)) // cfg.seeds} settings → {out}", flush=True)
     exp = registry.build(cfg)
     meta = experiment.resolved_config(cfg, preset)
-    saved_batch = meta_batch(out) if args.resume else None
+    saved_batch = _saved_batch(out) if args.resume else None
     batches = experiment.plan(exp, run_batch=saved_batch)
     print(f"plax: memory {batches.describe()}", flush=True)
     meta["run_batches"] = {"batch": batches.batch, "batches": batches.batches,
@@ -287,7 +287,7 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def meta_batch(run_dir: Path) -> int | None:
+def _saved_batch(run_dir: Path) -> int | None:
     """The runs per batch a saved run used (``--resume`` runs the same batches)."""
     saved = json.loads((run_dir / "config.json").read_text())
     return saved.get("run_batches", {}).get("batch")
@@ -327,10 +327,17 @@ def _cmd_compare(args) -> int:
     out = Path(args.out) if args.out else experiment.default_run_dir(f"compare-{args.preset}")
     _check_out(out, args.force)
     print(f"plax compare: {len(configs)} settings × {configs[0][1].seeds} seeds → {out}")
-    table = compare.run_grid(configs)
     meta = {**experiment.resolved_config(configs[0][1], args.preset),
             "compare": {"grid": {k: [str(v) for v in vs] for k, vs in grid.items()},
                         "rank_by": metrics, "statistic": args.statistic}}
+    try:
+        table = compare.run_grid(configs)
+    except experiment.PartialRun as partial:
+        from metrics import results
+        results.save(out, partial.table, {**meta, "partial": True})
+        print(f"plax compare: stopped after {partial.progress}; results so far saved in {out}",
+              file=sys.stderr)
+        raise partial.cause
     return _write_comparison(out, table, meta, metrics, args.statistic, not args.no_plots,
                              sinks.selected(args))
 

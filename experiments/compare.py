@@ -63,17 +63,14 @@ def grid_configs(preset: str, grid: dict[str, tuple], *, one_at_a_time: bool = F
 
 def run_grid(configs: list[tuple[dict, Any]], *, progress: bool = True):
     """Runs every configuration; returns one table with a column per grid key (before ``task``,
-    so they count as run configuration) and unique run ids across settings."""
+    so they count as run configuration) and unique run ids across settings. A setting that
+    stops early raises :class:`experiments.experiment.PartialRun` with the table of every
+    setting so far."""
     tables = []
     offset = 0
-    for setting, cfg in configs:
-        if progress:
-            print("setting: " + ", ".join(f"{k}={v}" for k, v in setting.items()), flush=True)
-        exp = registry.build(cfg)
-        batches = experiment.plan(exp)
-        if progress:
-            print(f"memory {batches.describe()}", flush=True)
-        table, _, _ = experiment.run(exp, batches=batches, progress=progress)
+
+    def add(table, setting):
+        nonlocal offset
         table["run"] += offset
         offset = int(table["run"].max()) + 1
         for i, (key, value) in enumerate(setting.items()):
@@ -81,6 +78,28 @@ def run_grid(configs: list[tuple[dict, Any]], *, progress: bool = True):
                 continue
             table.insert(1 + i, key, str(value) if isinstance(value, tuple) else value)
         tables.append(table)
+
+    for n, (setting, cfg) in enumerate(configs):
+        if progress:
+            print("setting: " + ", ".join(f"{k}={v}" for k, v in setting.items()), flush=True)
+        try:
+            exp = registry.build(cfg)
+            batches = experiment.plan(exp)
+            if progress:
+                print(f"memory {batches.describe()}", flush=True)
+            table, _, _ = experiment.run(exp, batches=batches, progress=progress)
+        except (Exception, KeyboardInterrupt) as err:
+            partial = err if isinstance(err, experiment.PartialRun) else None
+            if partial is not None:
+                add(partial.table, setting)
+            if not tables:
+                raise
+            cause = err if partial is None else partial.cause
+            done = f"{n} of {len(configs)} settings" + (
+                "" if partial is None else f" and {partial.progress} of the next")
+            raise experiment.PartialRun(pd.concat(tables, ignore_index=True), done,
+                                        cause) from cause
+        add(table, setting)
     return pd.concat(tables, ignore_index=True)
 
 

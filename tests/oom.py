@@ -1,5 +1,6 @@
-"""A simulated XLA out-of-memory for tests: the sweep program fails at its n-th call (batch),
-as a real ``RESOURCE_EXHAUSTED`` from a device allocation would."""
+"""A simulated XLA out-of-memory for tests: the sweep program fails at its n-th call (counting
+the calls of every sweep program, i.e. batches over settings), as a real ``RESOURCE_EXHAUSTED``
+from a device allocation would."""
 from __future__ import annotations
 
 import jax
@@ -8,14 +9,15 @@ from continual import runner
 
 
 class _FailingCall:
-    """A compiled function whose ``fail_at``-th call raises XLA's out-of-memory error."""
+    """A compiled function that raises XLA's out-of-memory error at the ``fail_at``-th call
+    counted in ``calls`` (shared by every wrapped function)."""
 
-    def __init__(self, fn, fail_at: int):
-        self.fn, self.fail_at, self.calls = fn, fail_at, 0
+    def __init__(self, fn, fail_at: int, calls: list):
+        self.fn, self.fail_at, self.calls = fn, fail_at, calls
 
     def __call__(self, *args):
-        self.calls += 1
-        if self.calls == self.fail_at:
+        self.calls.append(1)
+        if len(self.calls) == self.fail_at:
             raise jax.errors.JaxRuntimeError(
                 "RESOURCE_EXHAUSTED: Out of memory allocating 88628094464 bytes.")
         return self.fn(*args)
@@ -25,16 +27,12 @@ class _FailingCall:
 
 
 def inject_out_of_memory(monkeypatch, fail_at: int) -> None:
-    """The sweep program runs out of memory at its ``fail_at``-th call (batch)."""
+    """The ``fail_at``-th call of a sweep program runs out of memory."""
     real = runner.compiled
-    failing = {}
+    calls: list = []
 
     def compiled(train, mode, mesh=None):
         fns = real(train, mode, mesh)
-        if mode != "sweep":
-            return fns
-        key = (train, mode)
-        failing.setdefault(key, _FailingCall(fns[0], fail_at))
-        return (failing[key],)
+        return (_FailingCall(fns[0], fail_at, calls),) if mode == "sweep" else fns
 
     monkeypatch.setattr(runner, "compiled", compiled)

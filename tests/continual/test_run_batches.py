@@ -109,7 +109,7 @@ def test_the_largest_balanced_batch_that_fits_when_they_do_not(exp):
     estimate = _plan(exp, device_bytes=2**40)
     # Room for 3.5 runs: 3 fit, so 2 batches, balanced as 3 + 2.
     room = estimate.shared_bytes + 3.5 * estimate.per_run_bytes
-    plan = _plan(exp, device_bytes=int(room / runner.MEMORY_MARGIN))
+    plan = _plan(exp, device_bytes=int(room / estimate.margin))
     assert (plan.batch, plan.batches, plan.how) == (3, 2, "estimate")
     assert "2 batches of 3 runs (largest that fits)" in plan.describe()
 

@@ -9,7 +9,7 @@ import textwrap
 SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
-    from continual.runner import execute, run_keys, run_mesh
+    from continual.runner import BatchPlan, execute, run_keys, run_mesh
     from experiments.kinds.classifier import ClassifierConfig as Config
     from experiments.registry import build
     from tasks.schedule import parse
@@ -20,19 +20,26 @@ SCRIPT = textwrap.dedent("""
     out = {"devices": len(jax.devices())}
     for mode in ("sweep", "chunked"):
         logs = {}
-        for name, devices in (("one", jax.devices()[:1]), ("all", jax.devices())):
+        # "batched": 2 devices, 1 run per device per batch: 2 batches, the second padded.
+        for name, devices, plan in (("one", jax.devices()[:1], None),
+                                    ("all", jax.devices(), None),
+                                    ("batched", jax.devices()[:2], BatchPlan(3, 2, 1))):
             logs[name] = execute(exp.train, run_keys([0, 1, 2]), exp.hparams, exp.tasks.data,
                                  exp.tasks.params, parse("sequential", 2, 2), mode=mode,
-                                 mesh=run_mesh(devices))
-        a, b = (jax.tree.leaves(logs[k]) for k in ("one", "all"))
-        out[mode] = {"shapes_equal": [x.shape for x in a] == [y.shape for y in b],
-                     "max_diff": max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)),
-                     "runs": int(a[0].shape[0])}
+                                 mesh=run_mesh(devices), plan=plan)
+        a = jax.tree.leaves(logs["one"])
+        for name in ("all", "batched"):
+            b = jax.tree.leaves(logs[name])
+            out[f"{mode} {name}"] = {
+                "shapes_equal": [x.shape for x in a] == [y.shape for y in b],
+                "max_diff": max(float(np.max(np.abs(x - y))) for x, y in zip(a, b)),
+                "runs": int(b[0].shape[0])}
     print(json.dumps(out))
 """)
 
 
 def test_sharded_runs_match_unsharded_with_a_run_count_that_does_not_divide_devices():
+    """Also in batches of one run per device on two devices (two batches, the last padded)."""
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
                JAX_PLATFORMS="cpu")
     proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
@@ -40,7 +47,7 @@ def test_sharded_runs_match_unsharded_with_a_run_count_that_does_not_divide_devi
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["devices"] == 4
-    for mode in ("sweep", "chunked"):
-        assert out[mode]["runs"] == 3  # the padding run is dropped
-        assert out[mode]["shapes_equal"]
-        assert out[mode]["max_diff"] < 1e-5, out
+    for case in ("sweep all", "chunked all", "sweep batched", "chunked batched"):
+        assert out[case]["runs"] == 3  # the padding runs are dropped
+        assert out[case]["shapes_equal"]
+        assert out[case]["max_diff"] < 1e-5, out

@@ -54,3 +54,16 @@ def test_a_bad_grid_key_lists_the_settings_of_the_presets_kind(capsys):
     err = capsys.readouterr().err
     assert "unknown grid key 'nosuch' of supervised presets" in err
     assert "steps_per_task" in err and "num_envs" not in err and "episode_length" not in err
+
+
+def test_out_of_memory_in_a_comparison_keeps_the_settings_that_finished(tmp_path, capsys,
+                                                                         monkeypatch):
+    inject_out_of_memory(monkeypatch, fail_at=3)  # the first batch of the second setting
+    out = tmp_path / "c"
+    assert main(["compare", "quickstart", "--grid", "activation=relu,tanh", *SMALL,
+                 "--mode", "sweep", "--run-batch", "1", "--no-plots", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "out of device memory" in err
+    assert "stopped after 1 of 2 settings; results so far saved in" in err
+    table = pd.read_parquet(out / "results.parquet")
+    assert set(table["activation"]) == {"relu"} and sorted(table["run"].unique()) == [0, 1]
