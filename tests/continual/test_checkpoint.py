@@ -308,7 +308,8 @@ def test_sharded_runs_restore_onto_the_abstract_states_sharding(tmp_path):
                                           jax.random.key_data(state["key"]))
     """)
     env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
-               XLA_FLAGS="--xla_force_host_platform_device_count=2")
+               XLA_FLAGS=os.environ.get("XLA_FLAGS", "")
+               + " --xla_force_host_platform_device_count=2")
     proc = subprocess.run([sys.executable, "-c", child, str(tmp_path)], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -137,8 +137,11 @@ def test_partial_resets_run_on_actor_and_each_critic_member(kind):
         np.testing.assert_allclose(hidden(new.critic.params), 0.5 * hidden(state.critic.params),
                                    rtol=1e-6)
     elif kind == "redo":  # τ = 10: every unit counts as dormant and is re-initialised
-        np.testing.assert_array_equal(hidden(new.critic.params), hidden(fresh.critic.params))
-        np.testing.assert_array_equal(hidden(new.actor.params), hidden(fresh.actor.params))
+        # (the jitted re-init and the eager init are two programs: equal to the last bits)
+        np.testing.assert_allclose(hidden(new.critic.params), hidden(fresh.critic.params),
+                                   rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(hidden(new.actor.params), hidden(fresh.actor.params),
+                                   rtol=1e-6, atol=1e-7)
     else:  # last 2 layers: hidden/1 and out afresh, hidden/0 kept; targets follow
         np.testing.assert_array_equal(hidden(new.critic.params), hidden(state.critic.params))
         k1 = lambda p: np.asarray(layer_params(p)["hidden/1"]["kernel"])  # noqa: E731

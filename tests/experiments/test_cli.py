@@ -109,11 +109,12 @@ def test_python_dash_m_experiments_help_explains_options():
 
 def test_force_starts_afresh_instead_of_resuming_stale_checkpoints(tmp_path, capsys):
     out = tmp_path / "r"
-    assert main(["run", "quickstart", *SMALL, "--no-plots", "--out", str(out)]) == 0
+    small = [*SMALL, "--metrics", "dormant,srank", "--no-plots"]  # small_run's program
+    assert main(["run", "quickstart", *small, "--out", str(out)]) == 0
     assert (out / "checkpoints").exists()
-    # Another configuration into the same directory: the old checkpoints must not be used.
-    code, _, err = run_cli(capsys, "run", "quickstart", *SMALL, "--steps-per-task", "30", "--no-plots",
-                           "--out", str(out), "--force")
+    # Another configuration into the same directory (other seeds: the same program): the old
+    # checkpoints must not be used, which would be a fingerprint error.
+    code, _, err = run_cli(capsys, "run", "quickstart", *small, "--seed", "7", "--out", str(out),
+                           "--force")
     assert code == 0, err
-    table = pd.read_parquet(out / "results.parquet")
-    assert table["step"].max() == 60
+    assert set(pd.read_parquet(out / "results.parquet")["seed"]) == {7, 8}

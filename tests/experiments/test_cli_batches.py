@@ -1,5 +1,5 @@
-"""`plax run` in run batches: the memory line of the header, an out-of-memory that ends in a
-clear message (no traceback) and keeps the batches that finished, and two command-line
+"""`plax run` in run batches: the memory line of the header and an out-of-memory that ends in
+a clear message (no traceback) and keeps the batches that finished, and two command-line
 papercuts: a comma list that starts with a minus sign, and the valid keys of a bad grid."""
 import json
 
@@ -13,32 +13,22 @@ from test_cli import SMALL
 SWEEP = ["run", "quickstart", *SMALL, "--seeds", "3", "--mode", "sweep", "--no-plots"]
 
 
-def test_the_header_prints_the_estimate_and_a_batched_run_records_its_batches(tmp_path,
-                                                                              capsys):
-    out = tmp_path / "r"
-    assert main([*SWEEP, "--run-batch", "2", "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "plax: memory ≈ " in printed and "per run" in printed
-    assert "→ 2 batches of 2 runs (run_batch)" in printed
-    saved = json.loads((out / "config.json").read_text())
-    assert saved["run_batch"] == 2
-    assert saved["run_batches"]["batches"] == 2 and saved["run_batches"]["batch"] == 2
-    assert sorted(pd.read_parquet(out / "results.parquet")["run"].unique()) == [0, 1, 2]
-
-
 def test_out_of_memory_is_a_message_not_a_traceback_and_keeps_finished_batches(
         tmp_path, capsys, monkeypatch):
     inject_out_of_memory(monkeypatch, fail_at=2)
     out = tmp_path / "r"
     assert main([*SWEEP, "--run-batch", "1", "--out", str(out)]) == 2
-    err = capsys.readouterr().err
+    printed, err = capsys.readouterr()
+    assert "plax: memory ≈ " in printed and "→ 3 batches of 1 runs (run_batch)" in printed
     assert "Traceback" not in err
     assert "plax: stopped after 1 of 3 run batches; results so far saved in" in err
     assert "plax: error: out of device memory running 1 runs at once (3 runs in all" in err
     assert "per run" in err and "a single run does not fit" in err
     table = pd.read_parquet(out / "results.parquet")
     assert sorted(table["run"].unique()) == [0]
-    assert json.loads((out / "config.json").read_text())["partial"] is True
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["partial"] is True and saved["run_batch"] == 1
+    assert saved["run_batches"]["batches"] == 3 and saved["run_batches"]["per_run_bytes"] > 0
 
 
 @pytest.mark.parametrize("value, parsed", [("-1,1", (-1.0, 1.0)), ("-1e-3,2", (-0.001, 2.0)),
