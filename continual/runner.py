@@ -230,10 +230,11 @@ class BatchPlan(NamedTuple):
         if self.batches == 1:
             choice = f"all {self.runs} runs at once"
         else:
-            per = f"{self.batch} runs per device" if self.devices > 1 \
-                else f"{self.batch} runs"
+            per = f"{self.batch} run{'s' if self.batch > 1 else ''}"
+            per += " per device" if self.devices > 1 else ""
             choice = f"{self.batches} batches of {per}"
-        note = {"forced": " (run_batch)", "estimate": " (largest that fits)"}.get(self.how, "")
+        note = {"forced": ", as run_batch says", "estimate": ", the largest that fits"}.get(
+            self.how, "")
         return f"{self.estimate()} → {choice}{note}"
 
     def fitting(self) -> int | None:

@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import sys
+import time
 
 import jax
 import textwrap
@@ -242,8 +243,11 @@ def _cmd_run(args) -> int:
     exp = registry.build(cfg)
     meta = experiment.resolved_config(cfg, preset)
     saved_batch = _saved_batch(out) if args.resume else None
-    batches = experiment.plan(exp, run_batch=saved_batch)
-    print(f"plax: memory {batches.describe()}", flush=True)
+    print("plax: compiling and estimating memory ...", flush=True)  # minutes for physics
+    planning = time.perf_counter()
+    batches = experiment.plan(exp, run_batch=saved_batch)  # compiles the programs
+    planning = time.perf_counter() - planning
+    print(f"plax: memory {batches.describe()} (compiled in {planning:.1f} s)", flush=True)
     meta["run_batches"] = {"batch": batches.batch, "batches": batches.batches,
                            "how": batches.how, "per_run_bytes": batches.per_run_bytes,
                            "device_bytes": batches.device_bytes}
@@ -273,6 +277,7 @@ def _cmd_run(args) -> int:
         print(f"plax: stopped after {partial.progress}; results so far saved in {out}",
               file=sys.stderr)
         raise partial.cause
+    wall += planning  # compilation happens while planning
     meta["wall_seconds"] = round(wall, 3)
     if not writer:
         return 0

@@ -101,13 +101,14 @@ def plan(exp: Experiment, run_batch: int | None = None) -> BatchPlan:
 def run(exp: Experiment, *, batches: BatchPlan | None = None, progress: bool = True,
         checkpointer=None, checkpoint_seconds: float = 0.0):
     """Executes all runs in the batches of ``batches`` (default :func:`plan`); returns
-    ``(table, per_run_summary, wall_seconds)``.
+    ``(table, per_run_summary, wall_seconds)`` (planning included when done here).
 
     In chunked mode a progress bar counts log intervals over all batches. A run that stops
     early raises :class:`PartialRun` carrying the table of what finished."""
     cfg = exp.config
     keys = run_keys(exp.runs["seed"].to_numpy())
     schedule = exp.schedule
+    start = time.perf_counter()
     batches = plan(exp) if batches is None else batches
     bar = None
     if progress and (cfg.mode == "chunked" or batches.batches > 1):
@@ -129,7 +130,6 @@ def run(exp: Experiment, *, batches: BatchPlan | None = None, progress: bool = T
         shares = schedule.shares(cfg.num_tasks)[:n] if schedule.mixed else None
         return results.to_frame(logs0, logs, runs, cfg.log_every, schedule.task[:n], shares)
 
-    start = time.perf_counter()
     try:
         logs = execute(exp.train, keys, exp.hparams, exp.tasks.data, exp.tasks.params,
                        schedule, mode=cfg.mode, plan=batches, checkpointer=checkpointer,

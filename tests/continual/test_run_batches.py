@@ -111,7 +111,8 @@ def test_the_largest_balanced_batch_that_fits_when_they_do_not(exp):
         device = estimate.shared_bytes + room * estimate.per_run_bytes
         plan = _plan(exp, device_bytes=int(device / estimate.margin))
         assert (plan.batch, plan.batches, plan.how) == (batch, batches, "estimate")
-        assert f"{batches} batches of {batch} runs (largest that fits)" in plan.describe()
+        runs = "1 run" if batch == 1 else f"{batch} runs"
+        assert f"{batches} batches of {runs}, the largest that fits" in plan.describe()
 
 
 def test_a_forced_batch_is_kept_and_a_run_too_big_for_the_device_is_a_clear_error(exp):

@@ -19,7 +19,7 @@ def test_out_of_memory_is_a_message_not_a_traceback_and_keeps_finished_batches(
     out = tmp_path / "r"
     assert main([*SWEEP, "--run-batch", "1", "--out", str(out)]) == 2
     printed, err = capsys.readouterr()
-    assert "plax: memory ≈ " in printed and "→ 3 batches of 1 runs (run_batch)" in printed
+    assert "plax: memory ≈ " in printed and "→ 3 batches of 1 run, as run_batch says" in printed
     assert "Traceback" not in err
     assert "plax: stopped after 1 of 3 run batches; results so far saved in" in err
     assert "plax: error: out of device memory running 1 runs at once (3 runs in all" in err
