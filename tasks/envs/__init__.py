@@ -2,8 +2,10 @@
 
 Every source builds a :class:`tasks.envs.base.EnvTaskSequence`: ``params`` with a leading task
 axis, and ``reset(task, key)`` / ``step(task, state, action)`` that take one task's slice, so the
-RL loop (:mod:`continual.agents.loop`) runs any source unchanged. Brax (:mod:`tasks.envs.brax`)
-is the first source; MuJoCo Playground or gridworld suites go beside it as their own modules.
+RL loop (:mod:`continual.agents.loop`) runs any source unchanged. Sources: Brax
+(:mod:`tasks.envs.brax`: dynamics and objective families) and the goal-conditioned point-mass
+maze (:mod:`tasks.envs.pointmaze`: layouts and goal regions as data); MuJoCo Playground or
+gridworld suites go beside them as their own modules.
 """
 from tasks.envs.base import EnvTaskSequence
 
