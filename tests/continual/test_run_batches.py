@@ -2,8 +2,8 @@
 through one compiled program and gives the table of one big batch; the batch size comes from
 the compiled program's memory analysis; an out-of-memory becomes a clear error that keeps the
 finished batches; an interrupted batched run resumes to identical results. One tiny supervised
-experiment (5 runs, so batches of 2 leave a padded last batch) and the toy SAC agent are shared
-by the module."""
+experiment (test_loop's: 3 runs, so batches of 2 leave a padded last batch) is shared by the
+module; the RL case runs the toy source with a random agent."""
 from __future__ import annotations
 
 import json
