@@ -191,9 +191,10 @@ class ConfigBase:
         return self
 
 
-def shared(name: str, default: Any):
-    """The shared field ``name`` (declared in :class:`ConfigBase`) with a kind's own default."""
-    meta = ConfigBase.__dataclass_fields__[name].metadata
+def shared(name: str, default: Any, base: type | None = None):
+    """The shared field ``name`` (declared in :class:`ConfigBase`, or in the config class
+    ``base`` a kind derives from) with a kind's own default."""
+    meta = (base or ConfigBase).__dataclass_fields__[name].metadata
     return option(default, meta["help"], meta["choices"], meta["vmapped"])
 
 
@@ -208,8 +209,10 @@ def parse_value(fields: dict[str, dataclasses.Field], name: str, text: str) -> A
                 raise ValueError
             return text.lower() in ("true", "1", "yes", "on")
         if isinstance(default, tuple):
-            kind = int if name in ("hidden", "channels") else float
-            return tuple(kind(v) for v in text.split(",") if v.strip())
+            # The element type is the default's (numbers: int for widths, else float).
+            kind = (str if default and isinstance(default[0], str)
+                    else int if name in ("hidden", "channels") else float)
+            return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
         return type(default)(text)
     except ValueError:
         raise ConfigError(f"{name}: cannot read {text!r} as "

@@ -153,7 +153,22 @@ RETURN = Readout("eval_return", "episode_return", "return", "return", "environme
                          ("alpha",), ("entropy",), ("critic_loss",), ("actor_loss",)),
                  quiet=("q_bias_abs", "q_bias_sq", "td_error_gap", "alpha_loss", "q_mean",
                         "episodes"))
-READOUTS: dict[str, Readout] = {r.performance: r for r in (ACCURACY, RETURN)}
+# Goal-conditioned RL: the success rate is the per-task performance (REFERENCE §9 "Metrics");
+# return, time near goal and final distance are logged per task beside it.
+SUCCESS = Readout("eval_success", "episode_success", "success", "success rate",
+                  "environment step", True,
+                  ("success_avg", "forgetting_last", "forgetting_max", "fwt_gem",
+                   "success_online", "plasticity_first", "plasticity_last"),
+                  figure="rl.png",
+                  panels=(("episode_success", "eval_success_current"),
+                          ("episode_return", "eval_return_current"),
+                          ("categorical_accuracy",), ("logits_pos", "logits_neg"),
+                          ("logsumexp",), ("logit_scale",), ("q_estimate", "mc_return"),
+                          ("q_bias", "q_bias_norm"), ("td_error_val", "td_error_train"),
+                          ("alpha",), ("entropy",), ("critic_loss",), ("actor_loss",)),
+                  quiet=RETURN.quiet)
+# In priority order: a table with several per-task metrics is read by the first listed here.
+READOUTS: dict[str, Readout] = {r.performance: r for r in (ACCURACY, SUCCESS, RETURN)}
 
 
 def register_readout(readout: Readout) -> Readout:
@@ -163,8 +178,8 @@ def register_readout(readout: Readout) -> Readout:
 
 def readout(df: pd.DataFrame) -> Readout:
     """The table's :class:`Readout`, found from its performance metric."""
-    evaluated = df.loc[df["eval_task"].notna(), "metric"].unique()
-    known = [m for m in evaluated if m in READOUTS]
+    evaluated = set(df.loc[df["eval_task"].notna(), "metric"].unique())
+    known = [m for m in READOUTS if m in evaluated]
     if not known:
         raise ValueError(f"the table has no known per-task performance metric (found "
                          f"{sorted(evaluated)}; known: {', '.join(READOUTS)})")

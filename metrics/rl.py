@@ -23,6 +23,26 @@ def episode_return(reward: jax.Array, done: jax.Array) -> jax.Array:
     return jnp.sum(jnp.where(alive_mask(done) > 0, reward, 0.0), axis=0)
 
 
+def goal_reaching(distance: jax.Array, done: jax.Array,
+                  threshold: float) -> dict[str, jax.Array]:
+    """Goal-reaching measures of each env's first episode, ``[E]`` each (REFERENCE §9
+    "Metrics"), from ``distance [L, E]`` (to the goal after step t) and ``done [L, E]``:
+
+    * ``success``: 1 if any step of the episode ends within ``threshold`` of the goal
+      (JaxGCRL's ``episode_success_any``);
+    * ``time_near_goal``: how many steps end within it (JaxGCRL's ``episode_success``; stops at
+      termination);
+    * ``final_distance``: the distance after the episode's last step (its termination, or the
+      rollout's end).
+    """
+    alive = alive_mask(done) > 0
+    near = alive & (distance < threshold)
+    last = jnp.sum(alive, axis=0) - 1
+    return {"success": jnp.any(near, axis=0).astype(jnp.float32),
+            "time_near_goal": jnp.sum(near, axis=0).astype(jnp.float32),
+            "final_distance": jnp.take_along_axis(distance, last[None], axis=0)[0]}
+
+
 def soft_returns(reward: jax.Array, done: jax.Array, log_prob: jax.Array, gamma: float,
                  alpha: jax.Array | float) -> jax.Array:
     """Discounted soft Monte-Carlo returns ``G_t``, ``[L, E]`` (REDQ's bias protocol):

@@ -240,6 +240,14 @@ def make_network(kind: str, input_shape: Sequence[int], num_outputs: int, *,
     return Network(init, apply)
 
 
+def layer_order(net: Network, input_shape: Sequence[int]) -> list[str]:
+    """The network's hidden layers in forward order, then ``out``, read from the features it
+    returns (shape-only evaluation, nothing computed): the ``layer_order`` of resets."""
+    x = jax.ShapeDtypeStruct((1, *input_shape), jax.numpy.float32)
+    params = jax.eval_shape(net.init, jax.random.key(0))
+    return [*jax.eval_shape(net.apply, params, x)[1], "out"]
+
+
 def layer_params(params: Any) -> dict[str, dict[str, jax.Array]]:
     """Groups a parameter tree by layer: ``{"hidden/0": {"kernel": W, "bias": b}, "out": {...}}``.
 

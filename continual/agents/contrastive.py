@@ -75,6 +75,23 @@ def logits(energy: str, phi: jax.Array, psi: jax.Array,
     return ENERGIES[energy](phi, psi, scale)
 
 
+def pair_energy(energy: str, phi: jax.Array, psi: jax.Array,
+                scale: jax.Array | float = COSINE_SCALE_INIT) -> jax.Array:
+    """``f_i = energy(φ_i, ψ_i)`` ``[B]``: the diagonal of :func:`logits` without the ``B × B``
+    matrix (the critic's value of each state-action for its own goal, as the actor needs)."""
+    if energy not in ENERGIES:
+        raise ValueError(f"unknown energy {energy!r}; valid: {', '.join(ENERGIES)}")
+    if energy == "norm":
+        return -jnp.sqrt(jnp.sum(jnp.square(phi - psi), axis=-1) + 1e-6)
+    if energy == "l2":
+        return -jnp.sum(jnp.square(phi - psi), axis=-1)
+    dot = jnp.sum(phi * psi, axis=-1)
+    if energy == "dot":
+        return dot
+    norms = jnp.linalg.norm(phi, axis=-1) * jnp.linalg.norm(psi, axis=-1)
+    return scale * dot / (norms + 1e-6)
+
+
 def contrastive_loss(logits_: jax.Array, loss: str = "fwd",
                      penalty: float = LOGSUMEXP_PENALTY) -> tuple[jax.Array, dict]:
     """The critic's loss on ``[B, B]`` logits with positives on the diagonal, and its own

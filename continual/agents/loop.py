@@ -39,10 +39,15 @@ After every log interval (all on device):
 * ``eval_return[T]``: the agent's ``act_mode`` on *every* task, ``eval_envs`` fresh episodes of
   ``eval_length`` steps each, undiscounted return of each env's first episode; the last interval
   of each visit is a row of the return matrix (:mod:`metrics.continual`);
+* for goal-conditioned sources (those with a :class:`tasks.envs.GoalSpace`), per task too:
+  ``eval_success`` (the fraction of episodes within the goal threshold at any step: JaxGCRL's
+  ``episode_success_any``), ``eval_time_near_goal`` (steps within it: its ``episode_success``)
+  and ``eval_final_distance`` (:func:`metrics.rl.goal_reaching`);
 * the agent's ``measure`` on fresh rollouts of its training policy on the current task (SAC:
   ``q_bias`` and TD errors);
 * ``train``: interval means of the update's infos, the mean return of the training episodes that
-  ended in the interval (``episode_return``, NaN if none) with their count, and
+  ended in the interval (``episode_return``, NaN if none; with goals also the fraction of them
+  that reached their goal, ``episode_success``) with their count, and
   ``env_nonfinite``;
 * ``diagnostics`` on every network the agent's ``features`` names, on a probe batch of
   ``probe_examples`` stored observations (the envs' current ones while memory is empty), layers
@@ -104,6 +109,7 @@ class RLCarry(NamedTuple):
     first: Any          # the envs' reset states for the current task (auto-reset target)
     ep_step: jax.Array  # [E] steps into the current episode
     ep_return: jax.Array  # [E] return so far of the current episode
+    ep_success: jax.Array  # [E] the current episode reached its goal (goal-conditioned sources)
     key: jax.Array
     steps: jax.Array    # vector env steps so far (the memory's step index)
     env_task: jax.Array  # the task the envs run (their reset states are that task's)
@@ -137,6 +143,12 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
     :func:`continual.agents.sac.make_reset`) is applied between tasks
     (``spec.intervention_every = 0``) or every that many gradient updates."""
     memory = agent.memory
+    goals = seq.goals
+
+    def goal_distance(obs):
+        """[E] distance to the goal after a step (zeros for sources without goals)."""
+        return jnp.zeros(obs.shape[:-1]) if goals is None else goals.distance(obs)
+
     reset_many = jax.vmap(seq.reset, in_axes=(None, 0))
     step_many = jax.vmap(seq.step, in_axes=(None, 0, 0))
 
@@ -164,8 +176,9 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
                 record = agent.evaluate(state, env.obs, action)
                 nxt = step_many(task, env, action)
                 blown = _blown(nxt)
-                return (nxt, kk), Rollout(record, jnp.where(blown, 0.0, nxt.reward),
-                                          jnp.where(blown, 1.0, nxt.done), act_info)
+                return (nxt, kk), (Rollout(record, jnp.where(blown, 0.0, nxt.reward),
+                                           jnp.where(blown, 1.0, nxt.done), act_info),
+                                   goal_distance(nxt.obs))
 
             _, out = jax.lax.scan(body, (reset_envs(task, k_reset, spec.eval_envs), k_roll),
                                   length=spec.eval_length)
@@ -173,10 +186,15 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
 
         # lax.map, not vmap: a task-batched System would compile a second variant of the
         # physics; sequential rollouts reuse the training step's.
-        out = jax.lax.map(lambda x: one(*x),
-                          (tasks, stochastic, jax.random.split(key, num_tasks + 1)))
+        out, distance = jax.lax.map(lambda x: one(*x),
+                                    (tasks, stochastic, jax.random.split(key, num_tasks + 1)))
         returns = jax.vmap(rl_metrics.episode_return)(out.reward[:-1], out.done[:-1])
-        return jnp.mean(returns, axis=-1), jax.tree.map(lambda a: a[-1], out)
+        per_task = {"eval_return": jnp.mean(returns, axis=-1)}
+        if goals is not None:
+            reached = jax.vmap(lambda d, done: rl_metrics.goal_reaching(
+                d, done, goals.threshold))(distance[:-1], out.done[:-1])
+            per_task.update({f"eval_{name}": jnp.mean(v, axis=-1) for name, v in reached.items()})
+        return per_task, jax.tree.map(lambda a: a[-1], out)
 
     def probe_obs(carry: RLCarry, key):
         """Diagnostics probe batch: stored observations (the envs' current ones while empty)."""
@@ -188,8 +206,7 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
     def measure(carry: RLCarry, t, task_params, key) -> dict:
         k_eval, k_agent, k_probe = jax.random.split(key, 3)
         state = carry.agent
-        eval_return, rollout = rollouts(state, task_params, t, k_eval)
-        logs = {"eval_return": eval_return}
+        logs, rollout = rollouts(state, task_params, t, k_eval)
         logs.update(agent.measure(state, carry.memory, rollout, k_agent))
         if diagnose is not None:
             out: dict = {}
@@ -217,7 +234,8 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
         env = reset_envs(task_slice(task_params, 0), k_env, spec.num_envs)
         zeros = jnp.zeros(spec.num_envs)
         carry = RLCarry(state, memory.init(), jnp.zeros((), jnp.int32), env, env,
-                        zeros.astype(jnp.int32), zeros, key, jnp.zeros((), jnp.int32),
+                        zeros.astype(jnp.int32), zeros, zeros.astype(bool), key,
+                        jnp.zeros((), jnp.int32),
                         jnp.zeros((), jnp.int32), jnp.zeros((), bool))
         return carry, measure(carry, 0, task_params, k_measure)
 
@@ -232,7 +250,8 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
                 env = reset_envs(task_slice(task_params, entry.task), k_env, spec.num_envs)
                 zeros = jnp.zeros(spec.num_envs)
                 return c._replace(env=env, first=env, ep_step=zeros.astype(jnp.int32),
-                                  ep_return=zeros, env_task=entry.task)
+                                  ep_return=zeros, ep_success=zeros.astype(bool),
+                                  env_task=entry.task)
 
             def hooks(c: RLCarry) -> RLCarry:
                 state = c.agent
@@ -259,15 +278,19 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
         done = (nxt.done > 0) | blown
         ep_return = carry.ep_return + reward
         ep_step = carry.ep_step + 1
+        threshold = 0.0 if goals is None else goals.threshold
+        ep_success = carry.ep_success | (goal_distance(nxt.obs) < threshold)
         finished = done | (ep_step >= spec.episode_length)
         step = EnvStep(carry.env.obs, action, reward, 1.0 - done.astype(jnp.float32),
                        jnp.where(blown[:, None], carry.env.obs, nxt.obs), finished, act_info)
         mem = memory.store(carry.memory, step, k_add, step_index)
         episodes = jnp.sum(finished)
         returns = jnp.sum(jnp.where(finished, ep_return, 0.0))
+        successes = jnp.sum(finished & ep_success)
         carry = carry._replace(
             env=_where(finished, carry.first, nxt), ep_step=jnp.where(finished, 0, ep_step),
-            ep_return=jnp.where(finished, 0.0, ep_return), memory=mem, key=key)
+            ep_return=jnp.where(finished, 0.0, ep_return),
+            ep_success=ep_success & ~finished, memory=mem, key=key)
 
         def one_update(x, k):
             state, updates = x
@@ -288,7 +311,8 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
         n_updates = ready.astype(jnp.float32) * spec.updates_per_step
         sums = jax.tree.map(lambda x: jnp.sum(x, axis=0), infos)
         return carry._replace(agent=state, updates=updates), (sums, n_updates, returns,
-                                                              episodes, jnp.sum(blown))
+                                                              successes, episodes,
+                                                              jnp.sum(blown))
 
     def run_interval(carry: RLCarry, entry: Schedule, hparams: HParams, data, task_params):
         del data
@@ -300,7 +324,8 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
             return env_step(c, task, hparams, i)
 
         steps = jnp.arange(spec.log_every) + carry.steps
-        carry, (sums, n_updates, returns, episodes, blown) = jax.lax.scan(body, carry, steps)
+        carry, (sums, n_updates, returns, successes, episodes, blown) = jax.lax.scan(
+            body, carry, steps)
         carry = carry._replace(steps=start.steps + spec.log_every)
         total = jnp.sum(n_updates)
         train = jax.tree.map(lambda x: jnp.sum(x, axis=0) / jnp.maximum(total, 1.0), sums)
@@ -309,6 +334,9 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
         train["episode_return"] = jnp.where(n_episodes > 0,
                                             jnp.sum(returns) / jnp.maximum(n_episodes, 1),
                                             jnp.nan)
+        if goals is not None:
+            train["episode_success"] = jnp.where(
+                n_episodes > 0, jnp.sum(successes) / jnp.maximum(n_episodes, 1), jnp.nan)
         train["episodes"] = n_episodes.astype(jnp.float32)
         train["env_nonfinite"] = jnp.sum(blown).astype(jnp.float32)
         # Divergence: checked once per interval, as in continual.loop.

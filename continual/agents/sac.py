@@ -26,9 +26,7 @@ state, θ₀) carries a leading ``[K]`` ensemble axis, built and updated with ``
 independent networks with their own optimizer state, so per-layer resets and regularizers apply
 to each member unchanged.
 
-Policy. ``a = tanh(u)``, ``u ~ N(μ, σ²)`` with ``log σ = −5 + 3.5 (tanh(raw) + 1) ∈ [−5, 2]``
-(the bounded parameterisation of JaxGCRL, REFERENCE §9); ``log π(a|s)`` includes the tanh
-Jacobian. The temperature α = exp(log α) is learned towards the target entropy ``−|A|``.
+Policy: the tanh-Gaussian head of :mod:`continual.agents.policy`. The temperature α = exp(log α) is learned towards the target entropy ``−|A|``.
 """
 from __future__ import annotations
 
@@ -40,15 +38,15 @@ import jax.numpy as jnp
 import optax
 
 from continual import replay
+from continual.agents import policy as tanh_gaussian
 from continual.agents.base import Agent, EnvStep, Memory, Rollout
 from continual.classifier import TrainState
 from continual.optimizers import HParams, make_optimizer, make_transform
 from plasticity import regularizers
 from metrics import rl as rl_metrics
-from plasticity.networks import Network, layer_params, make_network
+from plasticity.networks import Network, layer_order, layer_params, make_network
 
 TARGET_AGGS = ("min", "mean")
-LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
 
 class Transition(NamedTuple):
@@ -116,23 +114,6 @@ class SAC(NamedTuple):
     discount: float  # γ, static (q_bias's soft return uses the agent's own)
 
 
-def tanh_gaussian_log_prob(u: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
-    """log π(tanh(u)) for u ~ N(mean, exp(log_std)²), summed over action dimensions.
-
-    log(1 − tanh(u)²) = 2 (log 2 − u − softplus(−2u)) is the stable form of the Jacobian term.
-    """
-    normal = (-0.5 * jnp.square((u - mean) / jnp.exp(log_std)) - log_std
-              - 0.5 * jnp.log(2 * jnp.pi))
-    jacobian = 2.0 * (jnp.log(2.0) - u - jax.nn.softplus(-2.0 * u))
-    return jnp.sum(normal - jacobian, axis=-1)
-
-
-def _policy_params(raw: jax.Array) -> tuple[jax.Array, jax.Array]:
-    mean, raw_std = jnp.split(raw, 2, axis=-1)
-    log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (jnp.tanh(raw_std) + 1.0)
-    return mean, log_std
-
-
 def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
              optimizer_stats: Callable | None = None) -> SAC:
     """The SAC agent for one observation and action size (see the module docstring)."""
@@ -166,14 +147,8 @@ def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
         return SACState(actor, critic, critic.params, log_alpha,
                         alpha_tx(hparams).init(log_alpha), jnp.zeros((), jnp.int32))
 
-    def policy(actor_params, obs):
-        raw, features = actor_net.apply(actor_params, obs)
-        return _policy_params(raw), features
-
     def sample(actor_params, obs, key):
-        (mean, log_std), _ = policy(actor_params, obs)
-        u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape)
-        return jnp.tanh(u), tanh_gaussian_log_prob(u, mean, log_std)
+        return tanh_gaussian.sample(actor_net.apply(actor_params, obs)[0], key)
 
     def q_all(critic_params, obs, action):
         x = jnp.concatenate([obs, action], axis=-1)
@@ -252,16 +227,15 @@ def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
         return sample(state.actor.params, obs, key)
 
     def act_mode(state: SACState, obs):
-        (mean, _), _ = policy(state.actor.params, obs)
-        return jnp.tanh(mean)
+        return tanh_gaussian.mode(actor_net.apply(state.actor.params, obs)[0])
 
     def q_value(state: SACState, obs, action):
         return jnp.mean(q_all(state.critic.params, obs, action), axis=0)
 
     def features(state: SACState, obs):
-        (mean, _), actor_features = policy(state.actor.params, obs)
+        raw, actor_features = actor_net.apply(state.actor.params, obs)
         member0 = jax.tree.map(lambda a: a[0], state.critic.params)
-        x = jnp.concatenate([obs, jnp.tanh(mean)], axis=-1)
+        x = jnp.concatenate([obs, tanh_gaussian.mode(raw)], axis=-1)
         return {"actor": actor_features, "critic": critic_net.apply(member0, x)[1]}
 
     return SAC(init, act, act_mode, update, critic_loss, q_value, features,
@@ -269,14 +243,9 @@ def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
 
 
 def layer_orders(agent: SAC, observation_size: int, action_size: int) -> dict[str, list[str]]:
-    """Hidden layers (forward order) then ``out``, per network (shape-only evaluation)."""
+    """Hidden layers (forward order) then ``out``, per network."""
     sizes = {"actor": observation_size, "critic": observation_size + action_size}
-    orders = {}
-    for name, net in agent.networks.items():
-        params = jax.eval_shape(net.init, jax.random.key(0))
-        x = jax.ShapeDtypeStruct((1, sizes[name]), jnp.float32)
-        orders[name] = [*jax.eval_shape(net.apply, params, x)[1], "out"]
-    return orders
+    return {name: layer_order(net, (sizes[name],)) for name, net in agent.networks.items()}
 
 
 def make_reset(spec, agent: SAC, orders: dict[str, list[str]]):

@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from continual.classifier import SETTINGS, make_classifier
@@ -15,8 +13,7 @@ from continual.loop import LoopSpec, make_train
 from experiments.config import ConfigBase, ConfigError, option
 from experiments.experiment import Experiment, Kind, hparams_of, run_table
 from metrics import hooks
-from plasticity.networks import make_network
-from tasks.base import TaskSequence
+from plasticity.networks import layer_order, make_network
 from tasks.datasets import DATASETS, load_dataset
 from tasks.supervised import FAMILIES, make_stream
 
@@ -142,15 +139,6 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
-def layer_order(network, tasks: TaskSequence) -> list[str]:
-    """Hidden layers (in forward order) then ``out``, read from the features the network
-    returns (shape-only evaluation, nothing computed)."""
-    x = jax.ShapeDtypeStruct((1, *tasks.input_shape), jnp.float32)
-    params = jax.eval_shape(network.init, jax.random.key(0))
-    features = jax.eval_shape(network.apply, params, x)[1]
-    return [*features, "out"]
-
-
 def progress(logs, t) -> dict[str, str]:
     """Progress-bar fields: training loss and accuracy on the current task, mean over runs."""
     return {"loss": f"{np.nanmean(np.asarray(logs['train']['train_loss'])):.3f}",
@@ -175,7 +163,7 @@ def build(cfg: ClassifierConfig) -> Experiment:
         network, cfg.optimizer, setting=cfg.setting, regularizer=cfg.regularizer,
         optimizer_stats=hooks.optimizer_stats).update if diagnostics.optimization else None
     diagnose = hooks.make_diagnose(diagnostics.probes, cfg.activation)
-    order = layer_order(network, tasks)
+    order = layer_order(network, tasks.input_shape)
     ispec = InterventionSpec(cfg.reset, cfg.reset_every, cfg.reset_last_k, cfg.cbp_maturity,
                              cfg.cbp_replacement_rate)
     intervention = make_intervention(ispec, learner, order)

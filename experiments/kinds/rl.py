@@ -15,6 +15,12 @@ import numpy as np
 from continual.agents import RLSpec
 from experiments.config import ConfigBase, ConfigError, option, shared
 from tasks.envs import brax as brax_envs
+from tasks.envs import pointmaze
+
+# Environments by source: Brax's (objective and physics families) and the goal-conditioned ones
+# (their tasks are layouts or goal regions; observation = state ‖ goal).
+GOAL_ENVS = ("pointmaze",)
+ENVS = tuple(brax_envs.ENVS) + GOAL_ENVS
 
 
 @dataclass(frozen=True)
@@ -23,10 +29,11 @@ class RLConfigBase(ConfigBase):
     # a task-batched physics step and so a second compiled variant of the simulator.
 
     # What to train on.
-    env: str = option("halfcheetah", "Brax environment", tuple(brax_envs.ENVS))
-    family: str = option("objectives", "how tasks differ: objective (run direction, target "
-                         "velocity) or physics (gravity, friction, mass, actuator scales)",
-                         tuple(brax_envs.FAMILIES))
+    env: str = option("halfcheetah", "environment: a Brax one, or the goal-conditioned "
+                      "pointmaze (pure JAX, fast on a CPU)", ENVS)
+    family: str = option("objectives", "Brax envs: how tasks differ: objective (run "
+                         "direction, target velocity) or physics (gravity, friction, mass, "
+                         "actuator scales)", tuple(brax_envs.FAMILIES))
     objective: str = option("direction", "objectives family: forward-velocity weights or "
                             "target velocities", brax_envs.KINDS)
     task_values: tuple = option((1.0, -1.0), "objectives family: one value per task "
@@ -41,6 +48,10 @@ class RLConfigBase(ConfigBase):
     backend: str = option("", "physics backend (empty: the env's default: generalized for "
                           "halfcheetah and walker2d, mjx with the fast solver for ant and "
                           "hopper)", ("",) + brax_envs.BACKENDS)
+    mazes: tuple = option(("u_maze",), "pointmaze: one maze layout per task (the same size "
+                          "each): " + ", ".join(pointmaze.MAZES))
+    dense_reward: bool = option(False, "goal-conditioned envs: reward −distance to the goal "
+                                "instead of the sparse success signal")
     num_envs: int = option(16, "parallel environments per run")
     episode_length: int = option(200, "time limit of a training episode (steps)")
     # The loop.
@@ -62,6 +73,8 @@ class RLConfigBase(ConfigBase):
 
     @property
     def num_tasks(self) -> int:
+        if self.env == "pointmaze":
+            return len(self.mazes)
         if self.family == "objectives":
             return len(self.task_values)
         lengths = [len(v) for v in (self.gravity, self.friction, self.mass, self.actuator)
@@ -78,13 +91,26 @@ class RLConfigBase(ConfigBase):
         return self.env_steps_per_task // self.num_envs, self.log_every // self.num_envs
 
     def describe(self) -> str:
-        return (f"{self.env} {self.family}, {self.num_tasks} tasks × {self.env_steps_per_task} "
+        tasks = ("mazes " + ", ".join(self.mazes) if self.env == "pointmaze"
+                 else self.family)
+        return (f"{self.env} {tasks}, {self.num_tasks} tasks × {self.env_steps_per_task} "
                 f"env steps ({self.num_envs} envs)")
 
     def check(self) -> None:
         for name in ("updates_per_step", "eval_length"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.env == "pointmaze":
+            if not self.mazes:
+                raise ConfigError("mazes needs at least one layout (one task per layout)")
+            unknown = [m for m in self.mazes if m not in pointmaze.MAZES]
+            if unknown:
+                raise ConfigError(f"mazes: unknown maze {unknown[0]!r}; valid: "
+                                  f"{', '.join(pointmaze.MAZES)}")
+            sizes = {m: len(pointmaze.MAZES[m]) for m in self.mazes}
+            if len(set(sizes.values())) > 1:
+                raise ConfigError("mazes: every layout of a sequence needs the same size, got "
+                                  + ", ".join(f"{m} ({n})" for m, n in sizes.items()))
         if self.family == "objectives" and not self.task_values:
             raise ConfigError("task_values needs at least one value (one task per value)")
         scales = {n: getattr(self, n) for n in ("gravity", "friction", "mass", "actuator")
@@ -104,7 +130,9 @@ class RLConfigBase(ConfigBase):
 
 
 def env_sequence(cfg: RLConfigBase) -> brax_envs.EnvTaskSequence:
-    """The config's task sequence (Brax: the only environment source so far)."""
+    """The config's task sequence, from the env's source."""
+    if cfg.env == "pointmaze":
+        return pointmaze.maze_sequence(cfg.mazes, dense=cfg.dense_reward)
     backend = cfg.backend or None
     if cfg.family == "objectives":
         return brax_envs.objectives(cfg.env, cfg.objective, cfg.task_values, backend=backend)
@@ -124,8 +152,12 @@ def loop_spec(cfg: RLConfigBase) -> RLSpec:
 
 
 def progress(logs, t) -> dict[str, str]:
-    """Progress-bar fields: training and current-task evaluation returns, mean over runs."""
+    """Progress-bar fields: training and current-task evaluation returns (goal-conditioned
+    envs: also the current task's success rate), mean over runs."""
     mean = lambda x: f"{np.nanmean(np.asarray(x)):.3f}"  # noqa: E731
     episodes = np.asarray(logs["train"]["episode_return"])
-    return {"train_return": mean(episodes) if np.isfinite(episodes).any() else "-",
-            "eval_return_current": mean(np.asarray(logs["eval_return"])[:, t])}
+    fields = {"train_return": mean(episodes) if np.isfinite(episodes).any() else "-",
+              "eval_return_current": mean(np.asarray(logs["eval_return"])[:, t])}
+    if "eval_success" in logs:
+        fields["eval_success_current"] = mean(np.asarray(logs["eval_success"])[:, t])
+    return fields

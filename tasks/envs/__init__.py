@@ -7,6 +7,6 @@ RL loop (:mod:`continual.agents.loop`) runs any source unchanged. Sources: Brax
 maze (:mod:`tasks.envs.pointmaze`: layouts and goal regions as data); MuJoCo Playground or
 gridworld suites go beside them as their own modules.
 """
-from tasks.envs.base import EnvTaskSequence
+from tasks.envs.base import EnvTaskSequence, GoalSpace
 
-__all__ = ["EnvTaskSequence"]
+__all__ = ["EnvTaskSequence", "GoalSpace"]

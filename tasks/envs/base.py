@@ -8,12 +8,42 @@ pytree with Brax's ``State`` fields ``obs [obs_size]``, ``reward []`` and ``done
 the episode terminated); the loop vmaps ``reset`` and ``step`` over its envs, resets finished
 episodes itself (to the task's reset states) and applies the time limit, so a source implements
 neither auto-reset nor truncation.
+
+A goal-conditioned source also declares its :class:`GoalSpace`: where the goal sits in the
+observation and when it counts as reached, so the loop measures success on any such source and a
+goal-conditioned agent relabels stored states as goals.
 """
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
 import jax
+import jax.numpy as jnp
+
+
+class GoalSpace(NamedTuple):
+    """How a goal-conditioned observation is laid out (REFERENCE.md §9 "Goals").
+
+    ``obs = state ‖ goal`` with ``state = obs[:state_size]`` and ``goal = obs[state_size:]``; a
+    state *achieves* ``state[indices]`` (the goal's coordinates in the state), and the goal is
+    reached where ``‖state[indices] − goal‖ < threshold``."""
+
+    state_size: int
+    indices: tuple[int, ...]
+    threshold: float
+
+    @property
+    def goal_size(self) -> int:
+        return len(self.indices)
+
+    def achieved(self, state: jax.Array) -> jax.Array:
+        """``[..., state_size]`` → ``[..., goal_size]``: the goal a state achieves."""
+        return state[..., list(self.indices)]
+
+    def distance(self, obs: jax.Array) -> jax.Array:
+        """``[..., obs]`` → ``[...]``: the distance between the achieved goal and the goal."""
+        state, goal = obs[..., :self.state_size], obs[..., self.state_size:]
+        return jnp.linalg.norm(self.achieved(state) - goal, axis=-1)
 
 
 class EnvTaskSequence(NamedTuple):
@@ -28,3 +58,4 @@ class EnvTaskSequence(NamedTuple):
     observation_size: int
     action_size: int
     data: Any = ()                               # shared by all tasks (none for simulators)
+    goals: GoalSpace | None = None               # set by goal-conditioned sources

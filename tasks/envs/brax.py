@@ -63,7 +63,7 @@ task as an argument.
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp

@@ -25,10 +25,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tasks.envs.base import EnvTaskSequence
+from tasks.envs.base import EnvTaskSequence, GoalSpace
 
 # Cell maps by name: ``u_maze`` is the classic U-maze (D4RL's, also JaxGCRL's); the others are
-# plax's own: its mirror image (the same maze, another route), an open room, and a larger maze.
+# plax's own: its mirror image (the same maze, another route), an open room, a larger maze, and
+# a room whose goals lie in one corner region each (``room_ne`` ...: a goal-region sequence).
 MAZES = {
     "u_maze": ["#####",
                "#R..#",
@@ -54,6 +55,20 @@ MAZES = {
                  "#.#G...#",
                  "########"],
 }
+
+
+def _room(goal_cells: set[tuple[int, int]]) -> list[str]:
+    """A 5 × 5 open room (walls around) starting at its centre, goals at ``goal_cells``."""
+    def cell(r, c):
+        return "G" if (r, c) in goal_cells else "R" if (r, c) == (3, 3) else "."
+    inner = ["#" + "".join(cell(r, c) for c in range(1, 6)) + "#" for r in range(1, 6)]
+    return ["#######", *inner, "#######"]
+
+
+MAZES.update({
+    "room_ne": _room({(1, 4), (1, 5), (2, 5)}), "room_nw": _room({(1, 1), (1, 2), (2, 1)}),
+    "room_se": _room({(4, 5), (5, 4), (5, 5)}), "room_sw": _room({(4, 1), (5, 1), (5, 2)}),
+})
 GOAL_INDICES = (0, 1)
 SUCCESS_THRESHOLD = 0.5
 
@@ -156,4 +171,5 @@ def maze_sequence(layouts: Sequence[str | Sequence[str]], *, step_size: float = 
         return State(jnp.concatenate([position, goal]), reward_of(position, goal),
                      jnp.zeros(()))
 
-    return EnvTaskSequence("pointmaze", None, params, reset, step, len(parsed), 4, 2)
+    return EnvTaskSequence("pointmaze", None, params, reset, step, len(parsed), 4, 2,
+                           goals=GoalSpace(2, GOAL_INDICES, threshold))

@@ -8,8 +8,8 @@ import pytest
 
 from continual.interventions import InterventionSpec
 from continual.optimizers import HParams
-from continual.agents.sac import (SACSpec, Transition, layer_orders, make_reset, make_sac,
-                           tanh_gaussian_log_prob)
+from continual.agents.policy import tanh_gaussian_log_prob
+from continual.agents.sac import SACSpec, Transition, layer_orders, make_reset, make_sac
 from plasticity.networks import layer_params
 
 OBS, ACT, B = 5, 2, 32
