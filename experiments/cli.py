@@ -399,17 +399,17 @@ def _cmd_list(_args) -> int:
 
     print(_presets_text())
     print("\nchoices:")
-    listed: dict[str, tuple] = {}
+    listed: dict[str, list[tuple]] = {}  # name -> the choice lists printed for it
     for kind in registry.KINDS.values():
         for name, f in kind.config.fields().items():
             choices = f.metadata["choices"]
-            if not choices or listed.get(name, choices) == choices and name in listed:
+            if not choices or choices in listed.get(name, []):
                 continue
             label = name if name not in listed else f"{name} ({kind.label})"
-            listed.setdefault(name, choices)
+            listed.setdefault(name, []).append(choices)
             shown = (repr(c) if c == "" else str(c) for c in choices)
-            print(f"  {label:18s}{', '.join(shown)}")
-    print(f"  {'metrics':18s}{', '.join(metric_names())}")
+            print(f"  {label:18s} {', '.join(shown)}")
+    print(f"  {'metrics':18s} {', '.join(metric_names())}")
     print("\nvmapped fields (comma lists, one compiled program): "
           + ", ".join(n for n, f in registry.all_fields().items() if f.metadata["vmapped"]))
     return 0

@@ -1,4 +1,5 @@
 """Golden values for the RL diagnostics (metrics.rl), computed by hand."""
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -54,3 +55,14 @@ def test_overestimation_is_nan_when_no_step_qualifies():
     out = rl.overestimation(np.ones((2, 1)), np.ones((2, 1)), np.zeros((2, 1)),
                             np.zeros((2, 1)), gamma=.9, alpha=0., keep=0)
     assert np.isnan(float(out["q_bias"]))
+
+
+def test_goal_reaching_counts_the_first_episode_only():
+    """Two envs, 5 steps, threshold 0.5: env 0 reaches the goal at steps 1 and 2 and
+    terminates at step 3 (after which a near step does not count); env 1 never reaches it."""
+    distance = np.array([[0.9, 2.0], [0.4, 1.5], [0.3, 1.0], [0.8, 0.7], [0.1, 0.6]])
+    done = np.array([[0, 0], [0, 0], [0, 0], [1, 0], [0, 0]], float)
+    out = rl.goal_reaching(jnp.asarray(distance), jnp.asarray(done), 0.5)
+    np.testing.assert_allclose(out["success"], [1.0, 0.0])
+    np.testing.assert_allclose(out["time_near_goal"], [2.0, 0.0])
+    np.testing.assert_allclose(out["final_distance"], [0.8, 0.6])
