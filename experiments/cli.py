@@ -138,9 +138,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated summary metrics, the first sorts the ranking "
                           "(acc_avg, acc_online, forgetting_max, forgetting_last, bwt, fwt_gem, "
                           "plasticity_first, plasticity_last, plasticity_slope, dormant_final; "
-                          "RL: return_avg, return_online instead of acc_*). Default "
+                          "RL: return_avg, return_online instead of acc_*; goal-conditioned "
+                          "RL: success_avg, success_online). Default "
                           "acc_avg,plasticity_slope,forgetting_max (RL: "
-                          "return_avg,plasticity_slope,forgetting_last)")
+                          "return_avg,plasticity_slope,forgetting_last; goal-conditioned: "
+                          "success_avg,...)")
     cmp.add_argument("--statistic", choices=("mean", "iqm"), default="mean",
                      help="point estimate over seeds: mean, or interquartile mean (RL-style)")
     cmp.add_argument("--out", help="directory (default runs/compare-<preset>-<time>)")

@@ -20,7 +20,8 @@ from metrics import continual, results
 HIGHER_IS_BETTER = {"acc_avg": True, "acc_online": True, "plasticity_first": True,
                     "plasticity_last": True, "plasticity_slope": True, "fwt_gem": True,
                     "bwt": True, "forgetting_max": False, "forgetting_last": False,
-                    "bwt_1step": True, "return_avg": True, "return_online": True}
+                    "bwt_1step": True, "return_avg": True, "return_online": True,
+                    "success_avg": True, "success_online": True}
 
 
 def parse_grid(items: Sequence[str], preset: str | None = None) -> dict[str, tuple]:
