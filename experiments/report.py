@@ -9,10 +9,15 @@
 * ``diagnostics.png`` — each diagnostic over training, per layer, mean and spread over seeds;
 * the learner's own signals figure where its :class:`metrics.results.Readout` names one (RL:
   ``rl.png`` — training and evaluation returns, critic estimate vs Monte-Carlo return and
-  ``q_bias``, held-out vs training TD error, α, entropy and losses over environment steps).
+  ``q_bias``, held-out vs training TD error, α, entropy and losses over environment steps;
+  goal-conditioned RL adds the training success rate and the contrastive critic's accuracy,
+  logits and logsumexp);
+* ``curves_<metric>.png`` — the readout's other per-task metrics over training, like the
+  accuracy curves (goal-conditioned RL: ``curves_eval_time_near_goal.png``).
 
 The table's readout (found from its performance metric) says what "accuracy" reads as: for RL
-runs "return" throughout, the same plots over the return matrix.
+runs "return" throughout, the same plots over the return matrix; for goal-conditioned RL the
+success rate (the success matrix).
 """
 from __future__ import annotations
 
@@ -185,14 +190,19 @@ def plot_r_matrix(df: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def plot_accuracy_curves(df: pd.DataFrame, path: Path) -> None:
+def plot_accuracy_curves(df: pd.DataFrame, path: Path, metric: str | None = None,
+                         label: str | None = None) -> None:
+    """Each task's performance over training (or another per-task ``metric``), boundaries
+    marked, one panel per setting."""
     groups = _groups(df)[:6]
     fig, axes = plt.subplots(len(groups), 1, figsize=(8, 3.2 * len(groups)), squeeze=False)
     read = results.readout(df)
-    ev = df[df["metric"] == read.performance]
+    metric = metric or read.performance
+    ev = df[df["metric"] == metric]
+    bounded = read.bounded and metric == read.performance
     spans = results.visit_spans(df)
     revisit = bool((spans["occurrence"] > 0).any())
-    for ax, (label, g) in zip(axes[:, 0], groups):
+    for ax, (group, g) in zip(axes[:, 0], groups):
         g = ev[ev["run"].isin(g["run"].unique())]
         curves = g.groupby(["eval_task", "step"])["value"].mean().unstack(0)
         colours = _task_colours(curves.columns)
@@ -201,11 +211,11 @@ def plot_accuracy_curves(df: pd.DataFrame, path: Path) -> None:
         _boundaries(ax, g)
         if revisit:
             _shade_visits(ax, spans, colours)
-        if read.bounded:
+        if bounded:
             ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(read.step_unit)
-        ax.set_ylabel(_performance_label(df))
-        ax.set_title(label, fontsize=9)
+        ax.set_ylabel(label or _performance_label(df))
+        ax.set_title(group, fontsize=9)
         if curves.shape[1] <= 20:
             ax.legend(fontsize=6, ncol=2, loc="lower left")
     fig.tight_layout()
@@ -379,6 +389,10 @@ def make_plots(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     if plot_relearning(df, out_dir / "relearning.png"):
         paths.append(out_dir / "relearning.png")
     read = results.readout(df)
+    for metric, label in read.curves:
+        if (df["metric"] == metric).any():
+            paths.append(out_dir / f"curves_{metric}.png")
+            plot_accuracy_curves(df, paths[-1], metric, label)
     if read.figure and read.panels:
         paths.append(out_dir / read.figure)
         plot_signals(df, paths[-1])

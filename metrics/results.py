@@ -133,10 +133,14 @@ class Readout(NamedTuple):
     panels: tuple[tuple[str, ...], ...] = ()
     # Logged scalars that are neither diagnostics nor panels (left out of diagnostics.png).
     quiet: tuple[str, ...] = ()
+    # Other per-task metrics drawn over training like the performance: (metric, axis label),
+    # one figure ``curves_<metric>.png`` each.
+    curves: tuple[tuple[str, str], ...] = ()
 
     @property
     def signals(self) -> set[str]:
-        return {m for panel in self.panels for m in panel} | set(self.quiet)
+        return ({m for panel in self.panels for m in panel} | set(self.quiet)
+                | {m for m, _ in self.curves})
 
 
 ACCURACY = Readout("eval_acc", "train_acc", "acc", "accuracy", "gradient step", True,
@@ -166,7 +170,8 @@ SUCCESS = Readout("eval_success", "episode_success", "success", "success rate",
                           ("logsumexp",), ("logit_scale",), ("q_estimate", "mc_return"),
                           ("q_bias", "q_bias_norm"), ("td_error_val", "td_error_train"),
                           ("alpha",), ("entropy",), ("critic_loss",), ("actor_loss",)),
-                  quiet=RETURN.quiet)
+                  quiet=RETURN.quiet + ("eval_return", "eval_final_distance"),
+                  curves=(("eval_time_near_goal", "steps near the goal"),))
 # In priority order: a table with several per-task metrics is read by the first listed here.
 READOUTS: dict[str, Readout] = {r.performance: r for r in (ACCURACY, SUCCESS, RETURN)}
 

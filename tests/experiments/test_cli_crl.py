@@ -34,7 +34,8 @@ def crl_run(tmp_path_factory):
 
 
 def test_crl_run_writes_the_success_matrix_and_goal_metrics(crl_run):
-    for name in ("results.parquet", "config.json", "summary.csv", "r_matrix.png", "rl.png"):
+    for name in ("results.parquet", "config.json", "summary.csv", "r_matrix.png", "rl.png",
+                 "curves_eval_time_near_goal.png"):
         assert (crl_run / name).exists(), name
     assert json.loads((crl_run / "config.json").read_text())["kind"] == "crl"
     table = pd.read_parquet(crl_run / "results.parquet")
@@ -71,7 +72,7 @@ def test_a_new_layout_sequence_compiles_nothing(crl_run):
 def test_report_redraws_a_crl_run(crl_run, capsys):
     assert main(["report", str(crl_run)]) == 0
     out = capsys.readouterr().out
-    assert "success_avg" in out
+    assert "success_avg" in out and "curves_eval_time_near_goal.png" in out
 
 
 @pytest.mark.parametrize("argv, words", [
