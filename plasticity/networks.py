@@ -20,8 +20,16 @@ Networks (:data:`NETWORKS`):
   architecture (Wang et al.: residual, LN and Swish are all required), so ``layer_norm`` is
   ignored; pick ``activation="swish"`` for their setting. Features: ``stem`` and every
   ``blocks/b/l`` (post-activation; for a block's last layer that is *before* the skip is added —
-  the residual stream itself is not a separate entry). The blocks are unrolled Python loops: for
-  depths in the hundreds, a scan over stacked blocks with remat would compile faster.
+  the residual stream itself is not a separate entry). The blocks are one ``lax.scan`` over
+  stacked parameters (below), so compile time stays flat in depth (depth 1,024 builds), with
+  optional rematerialisation (``remat``).
+
+Stacked layers. Repeated layers may keep their parameters stacked along a leading axis under a
+path key :data:`STACK` (``"stack"``; :class:`Stacked`): the parameter ``blocks/stack/2/kernel``
+of shape ``[B, in, out]`` holds the kernels of the layers ``blocks/0/2`` … ``blocks/{B−1}/2``.
+:func:`layer_params` reads such a tree layer by layer under those names, and
+:func:`replace_layers` and :func:`layer_masks` write it the same way, so diagnostics, resets and
+ReDo address a stacked layer exactly as an unrolled one.
 
 Activations (:mod:`plasticity.activations`): a stateless one is a function; an activation with
 parameters (``rational``, ``rational_shared``, ``rational_constrained``) is an NNX module inside
@@ -42,12 +50,14 @@ import math
 from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from plasticity import conv
 from plasticity.activations import Activation, get_activation
 
 NETWORKS = ("mlp", "cnn", "resmlp")
+STACK = "stack"  # the path key of stacked repeated layers (see the module docstring)
 
 
 class _Net(nnx.Module):
@@ -151,29 +161,51 @@ class CNN(_DenseHead):
         return self._dense(x, features), features
 
 
+class Stacked(nnx.Module):
+    """``n`` copies of the module ``make(rngs)`` as one module whose every parameter has a
+    leading ``[n]`` axis, under the attribute :data:`STACK` (so :func:`layer_params` names copy
+    ``i``'s layers with ``i`` in that place). Each copy is initialised from its own key."""
+
+    def __init__(self, make: Callable[[nnx.Rngs], nnx.Module], n: int, rngs: nnx.Rngs):
+        keys = jax.random.split(rngs.params(), n)
+        graphdef = nnx.graphdef(nnx.eval_shape(lambda: make(nnx.Rngs(0))))
+        setattr(self, STACK, nnx.merge(
+            graphdef, jax.vmap(lambda k: nnx.state(make(nnx.Rngs(k))))(keys)))
+
+    def split(self):
+        """(graph definition of one copy, the stacked state): a ``lax.scan`` over the state's
+        leading axis runs one copy per iteration (``nnx.merge`` inside the body)."""
+        return nnx.split(getattr(self, STACK))
+
+
 class ResMLP(_Net):
     """Residual MLP (Wang et al. 2025): stem Dense→LN→act, ``blocks`` × [``layers_per_block`` ×
-    (Dense→LN→act) + identity skip], head Dense ``out``. See the module docstring for names."""
+    (Dense→LN→act) + identity skip], head Dense ``out``. The blocks' parameters are stacked
+    (:class:`Stacked`) and run as one ``lax.scan``, so the compiled program does not grow with
+    depth; ``remat`` recomputes each block's activations in the backward pass instead of
+    storing them (memory ∝ blocks × width instead of × layers). See the module docstring for
+    names."""
 
     def __init__(self, in_features: int, width: int, blocks: int, layers_per_block: int,
-                 out_features: int, activation: str, rngs: nnx.Rngs):
+                 out_features: int, activation: str, rngs: nnx.Rngs, remat: bool = False):
         act = get_activation(activation)
         self._init_act(act)
+        self.remat = remat
+        self.layers_per_block = layers_per_block
         stream = width * act.width_factor  # the residual stream's width
         self.stem = nnx.Linear(in_features, width, rngs=rngs)
         self.stem_norm = nnx.LayerNorm(width, rngs=rngs)
         self.stem_act = None if act.shared else _at(self._act_list(act, 1), 0)
-        self.blocks = nnx.List([
-            nnx.List([nnx.Linear(stream, width, rngs=rngs) for _ in range(layers_per_block)])
-            for _ in range(blocks)
-        ])
-        self.block_norm = nnx.List([
-            nnx.List([nnx.LayerNorm(width, rngs=rngs) for _ in range(layers_per_block)])
-            for _ in range(blocks)
-        ])
+        self.num_blocks = blocks
         per_layer = act.parametric and not act.shared
-        self.block_act = nnx.List([
-            self._act_list(act, layers_per_block) for _ in range(blocks)]) if per_layer else None
+        self.blocks = Stacked(lambda r: nnx.List(
+            [nnx.Linear(stream, width, rngs=r) for _ in range(layers_per_block)]), blocks,
+            rngs) if blocks else None
+        self.block_norm = Stacked(lambda r: nnx.List(
+            [nnx.LayerNorm(width, rngs=r) for _ in range(layers_per_block)]), blocks,
+            rngs) if blocks else None
+        self.block_act = Stacked(lambda r: self._act_list(act, layers_per_block), blocks,
+                                 rngs) if blocks and per_layer else None
         self.out = nnx.Linear(stream, out_features, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -181,13 +213,27 @@ class ResMLP(_Net):
         x = x.reshape(x.shape[0], -1)
         x = self._activate(self.stem_norm(self.stem(x)), self.stem_act)
         features["stem"] = x
-        for b, block in enumerate(self.blocks):
-            h = x
-            for l, layer in enumerate(block):
-                own = None if self.block_act is None else self.block_act[b][l]
-                h = self._activate(self.block_norm[b][l](layer(h)), own)
-                features[f"blocks/{b}/{l}"] = h
-            x = x + h
+        if self.blocks is None:
+            return self.out(x), features
+        dense_def, dense = self.blocks.split()
+        norm_def, norm = self.block_norm.split()
+        act_def, acts = self.block_act.split() if self.block_act is not None else (None, None)
+
+        def block(stream, stacked):
+            dense_s, norm_s, act_s = stacked
+            dense_l, norm_l = nnx.merge(dense_def, dense_s), nnx.merge(norm_def, norm_s)
+            act_l = None if act_def is None else nnx.merge(act_def, act_s)
+            h, per_layer = stream, []
+            for l in range(self.layers_per_block):
+                h = self._activate(norm_l[l](dense_l[l](h)), None if act_l is None else act_l[l])
+                per_layer.append(h)
+            return stream + h, jnp.stack(per_layer)
+
+        body = jax.checkpoint(block) if self.remat else block
+        x, stacked = jax.lax.scan(body, x, (dense, norm, acts))  # stacked: [blocks, layers, ...]
+        for b in range(self.num_blocks):
+            for l in range(self.layers_per_block):
+                features[f"blocks/{b}/{l}"] = stacked[b, l]
         return self.out(x), features
 
 
@@ -201,7 +247,7 @@ class Network(NamedTuple):
 def make_network(kind: str, input_shape: Sequence[int], num_outputs: int, *,
                  hidden: Sequence[int] = (256, 256), channels: Sequence[int] = (32, 64),
                  activation: str = "relu", layer_norm: bool = False, blocks: int = 2,
-                 layers_per_block: int = 4) -> Network:
+                 layers_per_block: int = 4, remat: bool = False) -> Network:
     """Builds a network by name (``mlp``, ``cnn`` or ``resmlp``) and splits it once into pure
     functions.
 
@@ -227,7 +273,7 @@ def make_network(kind: str, input_shape: Sequence[int], num_outputs: int, *,
         if kind == "cnn":
             return CNN(input_shape, channels, hidden, num_outputs, activation, layer_norm, rngs)
         return ResMLP(math.prod(input_shape), hidden[0], blocks, layers_per_block, num_outputs,
-                      activation, rngs)
+                      activation, rngs, remat=remat)
 
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: build(nnx.Rngs(0))))
 
@@ -243,21 +289,85 @@ def make_network(kind: str, input_shape: Sequence[int], num_outputs: int, *,
 def layer_order(net: Network, input_shape: Sequence[int]) -> list[str]:
     """The network's hidden layers in forward order, then ``out``, read from the features it
     returns (shape-only evaluation, nothing computed): the ``layer_order`` of resets."""
-    x = jax.ShapeDtypeStruct((1, *input_shape), jax.numpy.float32)
+    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
     params = jax.eval_shape(net.init, jax.random.key(0))
-    return [*jax.eval_shape(net.apply, params, x)[1], "out"]
+    order: list[str] = []
+
+    def forward(p, x):
+        out, features = net.apply(p, x)
+        order.extend(features)  # the network's own order (a returned dict comes back sorted)
+        return out
+
+    jax.eval_shape(forward, params, x)
+    return [*order, "out"]
+
+
+def _path_names(path) -> list[str]:
+    return [str(k.key) if hasattr(k, "key") else str(k.idx) for k in path
+            if hasattr(k, "key") or hasattr(k, "idx")]
+
+
+def _layer_names(path, leaf) -> list[tuple[str, str, int | None]]:
+    """``(layer, leaf name, index into the stack axis or None)`` of every layer a parameter
+    leaf holds: one for a plain leaf, one per copy for a stacked one."""
+    names = _path_names(path)
+    layer, leaf_name = names[:-1], names[-1]
+    if STACK not in layer:
+        return [("/".join(layer), leaf_name, None)]
+    i = layer.index(STACK)
+    return [("/".join(layer[:i] + [str(b)] + layer[i + 1:]), leaf_name, b)
+            for b in range(jnp.shape(leaf)[0])]
 
 
 def layer_params(params: Any) -> dict[str, dict[str, jax.Array]]:
     """Groups a parameter tree by layer: ``{"hidden/0": {"kernel": W, "bias": b}, "out": {...}}``.
 
     The layer name is the path to the parameter without its last entry, joined by ``/``
-    (``"blocks/0/1"`` for a resmlp block layer, ``"act/0"`` or ``"act"`` for rational
-    coefficients).
+    (``"act/0"`` or ``"act"`` for rational coefficients); a stacked leaf (path key
+    :data:`STACK`) gives one layer per copy, its index in the key's place (``"blocks/0/1"`` for
+    a resmlp block layer).
     """
+    def copy(leaf, index):
+        if index is None:
+            return leaf
+        if isinstance(leaf, jax.ShapeDtypeStruct):  # abstract parameters (eval_shape)
+            return jax.ShapeDtypeStruct(leaf.shape[1:], leaf.dtype)
+        return leaf[index]
+
     layers: dict[str, dict[str, jax.Array]] = {}
     for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        names = [str(k.key) if hasattr(k, "key") else str(k.idx) for k in path
-                 if hasattr(k, "key") or hasattr(k, "idx")]
-        layers.setdefault("/".join(names[:-1]), {})[names[-1]] = leaf
+        for layer, name, index in _layer_names(path, leaf):
+            layers.setdefault(layer, {})[name] = copy(leaf, index)
     return layers
+
+
+def replace_layers(tree: Any, new: dict[str, dict[str, Any]]) -> Any:
+    """``tree`` (parameters, or anything shaped like them) with the leaves named in
+    ``new[layer][leaf]`` (:func:`layer_params` names) replaced, dtypes kept; a stacked leaf is
+    updated at the copies named."""
+    def f(path, leaf):
+        for layer, name, index in _layer_names(path, leaf):
+            value = new.get(layer, {}).get(name)
+            if value is None:
+                continue
+            value = jnp.asarray(value, leaf.dtype)
+            leaf = value if index is None else leaf.at[index].set(value)
+        return leaf
+    return jax.tree_util.tree_map_with_path(f, tree)
+
+
+def layer_masks(params: Any, masks: dict[str, dict[str, Any]]) -> Any:
+    """A boolean tree shaped like ``params``: ``masks[layer][leaf]`` broadcast to the (copy of
+    the) leaf it names, False elsewhere."""
+    def f(path, leaf):
+        out = jnp.zeros(jnp.shape(leaf), bool)
+        for layer, name, index in _layer_names(path, leaf):
+            m = masks.get(layer, {}).get(name)
+            if m is None:
+                continue
+            if index is None:
+                out = jnp.broadcast_to(jnp.asarray(m, bool), out.shape)
+            else:
+                out = out.at[index].set(jnp.broadcast_to(jnp.asarray(m, bool), out.shape[1:]))
+        return out
+    return jax.tree_util.tree_map_with_path(f, params)

@@ -36,6 +36,8 @@ from typing import Any, Callable, NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
+from plasticity.networks import layer_masks, layer_params, replace_layers
+
 __all__ = [
     "CBPState",
     "cbp_init",
@@ -61,38 +63,19 @@ OptFilter = Callable[[tuple], bool]
 # ---------------------------------------------------------------------------------------------
 
 
-def _leaf_key(path) -> tuple[str, str]:
-    """(layer name, leaf name) of a parameter path, exactly as :func:`layer_params` names it."""
-    names = [str(k.key) if hasattr(k, "key") else str(k.idx) for k in path
-             if hasattr(k, "key") or hasattr(k, "idx")]
-    return "/".join(names[:-1]), names[-1]
-
-
 def _layers(params: Any) -> dict[str, dict[str, jax.Array]]:
-    layers: dict[str, dict[str, jax.Array]] = {}
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        layer, name = _leaf_key(path)
-        layers.setdefault(layer, {})[name] = leaf
-    return layers
+    return layer_params(params)
 
 
 def _replace_leaves(tree: Any, new: dict[str, dict[str, jax.Array]]) -> Any:
     """``tree`` with the leaves named in ``new[layer][leaf]`` replaced (dtype kept)."""
-    def f(path, leaf):
-        layer, name = _leaf_key(path)
-        value = new.get(layer, {}).get(name)
-        return leaf if value is None else jnp.asarray(value, leaf.dtype)
-    return jax.tree_util.tree_map_with_path(f, tree)
+    return replace_layers(tree, new)
 
 
 def _mask_tree(params: Any, masks: dict[str, dict[str, jax.Array]]) -> Any:
     """A boolean tree shaped like ``params``: ``masks[layer][leaf]`` broadcast to the leaf, else
     all False."""
-    def f(path, leaf):
-        layer, name = _leaf_key(path)
-        m = masks.get(layer, {}).get(name)
-        return jnp.zeros(jnp.shape(leaf), bool) if m is None else jnp.broadcast_to(m, leaf.shape)
-    return jax.tree_util.tree_map_with_path(f, params)
+    return layer_masks(params, masks)
 
 
 def _check_layers(layers: dict, names: Sequence[str], what: str) -> None:
@@ -245,15 +228,13 @@ def reset_layers(params: Any, opt_state: Any, fresh_params: Any, layers: Sequenc
 
 def _blend(params: Any, fresh_params: Any, a, b, layers: Sequence[str] | None) -> Any:
     """a·θ + b·φ on every leaf, or only on the leaves of ``layers``."""
-    if layers is not None:
-        _check_layers(_layers(params), list(layers), "layers")
-        layers = set(layers)
-
-    def f(path, p, e):
-        if layers is not None and _leaf_key(path)[0] not in layers:
-            return p
-        return (a * p + b * e).astype(p.dtype)
-    return jax.tree_util.tree_map_with_path(f, params, fresh_params)
+    blended = jax.tree.map(lambda p, e: (a * p + b * e).astype(p.dtype), params, fresh_params)
+    if layers is None:
+        return blended
+    current = _layers(params)
+    _check_layers(current, list(layers), "layers")
+    chosen = _layers(blended)
+    return _replace_leaves(params, {n: chosen[n] for n in layers})
 
 
 def shrink_perturb(params: Any, fresh_params: Any, shrink, perturb,

@@ -134,3 +134,27 @@ def test_bad_choices_name_the_valid_ones():
         CRLSpec(loss="nce")
     with pytest.raises(ValueError, match="supervised-only"):
         make_reset(InterventionSpec("cbp"), _agent(), layer_orders(_agent()))
+
+
+def test_depth_64_residual_crl_trains_one_step_and_resets_a_stacked_layer():
+    """Wang et al.'s architecture at depth 64 (16 blocks × 4 Dense, width 64, Swish): one update
+    compiles and runs (the blocks are one scan, so this costs what depth 4 does), and ReDo and
+    last_k reach the stacked block layers of φ, ψ and the actor."""
+    crl = make_crl(CRLSpec(network="resmlp", hidden=(64,), blocks=16, repr_dim=8), GOALS, ACT)
+    hp = HParams.defaults(learning_rate=1e-3, redo_tau=10.0)
+    state = jax.jit(crl.init)(jax.random.key(0), hp)
+    new, info = jax.jit(crl.update)(state, _batch(jax.random.key(1)), hp, jax.random.key(2))
+    assert all(np.isfinite(float(info[k])) for k in ("critic_loss", "actor_loss"))
+    orders = layer_orders(crl)
+    assert orders["phi"][-2:] == ["blocks/15/3", "out"] and len(orders["phi"]) == 66
+    obs = _batch(jax.random.key(3)).obs
+    for kind in ("last_k", "redo"):
+        reset = jax.jit(make_reset(InterventionSpec(kind, last_k=2), crl, orders))
+        out = reset(new, obs, hp, jax.random.key(4))
+        for name in ("actor", "phi", "psi"):
+            before = layer_params(getattr(new, name).params)["blocks/15/3"]["kernel"]
+            after = layer_params(getattr(out, name).params)["blocks/15/3"]["kernel"]
+            assert not np.allclose(before, after), (kind, name)
+            first = [layer_params(getattr(s, name).params)["blocks/0/0"]["kernel"]
+                     for s in (new, out)]
+            assert np.allclose(*first) == (kind == "last_k"), (kind, name)

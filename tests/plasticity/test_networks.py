@@ -148,3 +148,11 @@ def test_unknown_activation_lists_valid_activations():
         assert "'softplus2'" in msg
         for name in ACTIVATIONS:
             assert name in msg
+
+
+def test_layer_order_is_the_forward_order_not_the_sorted_one():
+    """Twelve hidden layers: ``hidden/10`` follows ``hidden/9`` (a dict returned through jax
+    comes back sorted, which would put it after ``hidden/1``)."""
+    from plasticity.networks import layer_order
+    net = make_network("mlp", (3,), 2, hidden=(4,) * 12)
+    assert layer_order(net, (3,)) == [f"hidden/{i}" for i in range(12)] + ["out"]

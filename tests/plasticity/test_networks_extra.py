@@ -8,7 +8,7 @@ import pytest
 
 from plasticity import rational as R
 from plasticity.activations import PARAMETRIC
-from plasticity.networks import NETWORKS, layer_params, make_network
+from plasticity.networks import NETWORKS, layer_params, make_network, replace_layers
 
 SHAPE = (8, 8, 1)
 N = 3
@@ -63,10 +63,13 @@ def _expected_act_layers(kind):
 
 
 def _replace(params, updates):
-    """``params`` with the leaves named ``"layer/leaf"`` in ``updates`` replaced."""
-    def swap(path, leaf):
-        return updates.get("/".join(_names(path)), leaf)
-    return jax.tree_util.tree_map_with_path(swap, params)
+    """``params`` with the leaves named ``"layer/leaf"`` in ``updates`` replaced (stacked
+    layers too: :func:`plasticity.networks.replace_layers`)."""
+    new: dict = {}
+    for key, value in updates.items():
+        layer, _, leaf = key.rpartition("/")
+        new.setdefault(layer, {})[leaf] = value
+    return replace_layers(params, new)
 
 
 @pytest.mark.parametrize("activation", ["rational", "rational_constrained"])
