@@ -355,6 +355,7 @@ def _write_comparison(out, table, meta, metrics, statistic, plots: bool,
     from metrics import results
 
     by = report.setting_columns(table)
+    metrics = compare.metrics_for(table, metrics)
     per_run, rank = compare.compare_tables(table, by, metrics, statistic)
     results.save(out, table, meta, per_run)
     print(f"\nranking by {metrics[0]} ({statistic} [95% CI] over seeds):")

@@ -160,6 +160,19 @@ def add_final_dormant(per_run: pd.DataFrame, table: pd.DataFrame) -> pd.DataFram
 HIGHER_IS_BETTER["dormant_final"] = False
 
 
+def metrics_for(table: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
+    """``metrics`` in the table's own performance names: a kind's default ranking names one
+    performance (``return_avg``), and its goal-conditioned runs summarise another
+    (``success_avg``)."""
+    prefixes = {r.prefix for r in results.READOUTS.values()}
+    own = results.readout(table).prefix
+    out = []
+    for m in metrics:
+        head, _, tail = m.partition("_")
+        out.append(f"{own}_{tail}" if head in prefixes and tail in ("avg", "online") else m)
+    return out
+
+
 def compare_tables(table: pd.DataFrame, by: list[str], metrics: Sequence[str],
                    statistic: str = "mean") -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per-run summary (with slope and dormant columns) and the ranking of settings."""

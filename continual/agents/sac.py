@@ -325,9 +325,12 @@ class SACMemory(NamedTuple):
 
 
 def make_sac_agent(sac: SAC, replay_spec: ReplaySpec, observation_size: int,
-                   action_size: int) -> Agent:
+                   action_size: int, memory: Memory | None = None) -> Agent:
     """SAC as an :class:`continual.agents.Agent`: transitions in a replay buffer with the
-    spec's eviction and sampling rules, one gradient update per batch, and per log point
+    spec's eviction and sampling rules (or ``memory``, any memory whose batches are
+    :class:`Transition` s: goal-conditioned SAC with hindsight relabelling passes
+    :func:`continual.agents.trajectory.make_her_memory`; it has no held-out buffer), one
+    gradient update per batch, and per log point
 
     * ``q_bias``, ``q_bias_abs``, ``q_bias_sq``, ``q_bias_norm``, ``mc_return``, ``q_estimate``
       (:func:`metrics.rl.overestimation`; the critic-ensemble mean on the measurement rollout's
@@ -336,6 +339,10 @@ def make_sac_agent(sac: SAC, replay_spec: ReplaySpec, observation_size: int,
       batch and on a training batch (NaN while the buffer is empty).
 
     Diagnostics read the actor and critic member 0 (the critic sees the actor's mode actions)."""
+    if memory is not None:
+        return _agent(sac, memory, replay_spec.q_bias_keep, lambda state, mem, key: {
+            "td_error_train": jnp.where(mem.size > 0, sac.critic_loss(
+                state, memory.sample(mem, key), jax.random.fold_in(key, 1)), jnp.nan)})
     spec = replay_spec
     buffer = replay.make_buffer(spec.capacity, spec.eviction, spec.sampling,
                                 embed_dim=observation_size if spec.eviction == "coverage_max"
@@ -371,10 +378,10 @@ def make_sac_agent(sac: SAC, replay_spec: ReplaySpec, observation_size: int,
     def probe(memory: SACMemory, key, n):
         return buffer.sample(memory.buffer, key, n).obs, memory.buffer.size > 0
 
-    memory = Memory(init_memory, store, sample,
-                    ready=lambda m: m.buffer.size >= ready_at,
-                    clear=lambda m: init_memory(),  # the held-out buffer too: current task only
-                    probe=probe)
+    replay_memory = Memory(init_memory, store, sample,
+                           ready=lambda m: m.buffer.size >= ready_at,
+                           # the held-out buffer too: current task only
+                           clear=lambda m: init_memory(), probe=probe)
 
     def td_errors(state: SACState, memory: SACMemory, key) -> dict:
         k_val, k_train, k_loss = jax.random.split(key, 3)
@@ -388,13 +395,19 @@ def make_sac_agent(sac: SAC, replay_spec: ReplaySpec, observation_size: int,
                         sac.critic_loss(state, val_batch, k_loss), jnp.nan)
         return {"td_error_val": val, "td_error_train": train, "td_error_gap": val - train}
 
-    def measure(state: SACState, memory: SACMemory, rollout: Rollout, key) -> dict:
+    return _agent(sac, replay_memory, spec.q_bias_keep, td_errors)
+
+
+def _agent(sac: SAC, memory: Memory, q_bias_keep: int, td_errors: Callable) -> Agent:
+    """The Agent around SAC and a memory; ``td_errors(state, memory, key) -> {name: scalar}``."""
+
+    def measure(state: SACState, memory_state, rollout: Rollout, key) -> dict:
         length = rollout.reward.shape[0]
         logs = rl_metrics.overestimation(
             rollout.record["q"], rollout.reward, rollout.done, rollout.act_info,
             gamma=sac.discount, alpha=jnp.exp(state.log_alpha),
-            keep=min(spec.q_bias_keep, length))
-        logs.update(td_errors(state, memory, key))
+            keep=min(q_bias_keep, length))
+        logs.update(td_errors(state, memory_state, key))
         return logs
 
     def features(state: SACState, obs):

@@ -1,14 +1,17 @@
 """The SAC learner kind: Soft Actor-Critic on Brax task sequences (continual RL), with the knobs
 of the regularized-SAC study (Nauman et al. 2024) and every replay rule of
-:mod:`continual.replay`."""
+:mod:`continual.replay`; on goal-conditioned envs also with hindsight relabelling (``--her``:
+goal-conditioned SAC + HER, the TD baseline of contrastive RL)."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 from continual.agents import make_rl_train
 from continual.agents.sac import (TARGET_AGGS, ReplaySpec, SACSpec, layer_orders, make_reset,
                                   make_sac, make_sac_agent)
+from continual.agents.trajectory import HER_STRATEGIES, TrajectorySpec, make_her_memory
 from continual.interventions import RESETS, InterventionSpec
 from continual.replay import EVICTIONS, SAMPLINGS
 from experiments.config import ConfigError, option
@@ -42,6 +45,13 @@ class SACConfig(rl.RLConfigBase):
                             "td_error_val (0 = off)")
     q_bias_keep: int = option(0, "first steps of each evaluation episode in q_bias (0 = 35% "
                               "of eval_length, as REDQ's 350 of 1,000)")
+    # Goal-conditioned SAC.
+    her: str = option("none", "goal-conditioned envs: hindsight relabelling (Andrychowicz et "
+                      "al. 2017) from a trajectory replay: future (a goal achieved later in "
+                      "the episode) or final (its last state: JaxGCRL's --use_her)",
+                      ("none",) + HER_STRATEGIES)
+    her_relabel: float = option(0.8, "share of a HER batch whose goal is relabelled (HER's "
+                                "k = 4)")
 
     positive = rl.RLConfigBase.positive + ("num_critics", "replay_capacity")
 
@@ -59,6 +69,19 @@ class SACConfig(rl.RLConfigBase):
             raise ConfigError(f"reset_last_k must be in 1..{len(self.hidden) + 1}")
         if not 0 <= self.discount <= 1 or not 0 < self.tau <= 1:
             raise ConfigError("discount must be in [0, 1] and tau in (0, 1]")
+        if self.her != "none":
+            if self.env not in rl.GOAL_ENVS:
+                raise ConfigError(f"her: needs a goal-conditioned env; valid: "
+                                  f"{', '.join(rl.GOAL_ENVS)}")
+            if (self.replay_eviction, self.replay_sampling) != ("fifo", "uniform"):
+                raise ConfigError("her: its trajectory replay is a FIFO ring sampled "
+                                  "uniformly; leave replay_eviction and replay_sampling at "
+                                  "fifo and uniform")
+            if not 0 <= self.her_relabel <= 1:
+                raise ConfigError(f"her_relabel must lie in [0, 1], got {self.her_relabel}")
+            if self.replay_capacity < 2 * self.num_envs:
+                raise ConfigError(f"replay_capacity ({self.replay_capacity}) must hold at "
+                                  f"least 2 steps per env with her")
         if self.min_replay > self.replay_capacity:
             raise ConfigError(f"min_replay ({self.min_replay}) exceeds replay_capacity "
                               f"({self.replay_capacity}): updates would never start")
@@ -93,6 +116,16 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
              batch_size=512, replay_capacity=1_000_000, min_replay=8192, eval_envs=16,
              eval_length=1000, seeds=5),
     ),
+    "maze-sac-her": (
+        "the TD baseline of maze-quick: goal-conditioned SAC with hindsight relabelling "
+        "(future strategy) in the point-mass U-maze, the same envs, steps, updates, networks "
+        "and learning rate as maze-quick's CRL, 2 seeds",
+        dict(env="pointmaze", mazes=("u_maze",), her="future", num_envs=16,
+             episode_length=100, env_steps_per_task=48_000, log_every=4_800,
+             updates_per_step=4, batch_size=256, hidden=(64, 64), learning_rate=(1e-3,),
+             replay_capacity=48_000, min_replay=3_200, eval_envs=8, probe_examples=128,
+             seeds=2),
+    ),
     "ant-directions": (
         "GPU-sized: Ant runs forward, backward, forward, 1M env steps each, 256 envs, SAC "
         "256-256",
@@ -123,7 +156,14 @@ def build(cfg: SACConfig) -> Experiment:
                         min_replay=cfg.min_replay, val_every=cfg.val_every,
                         val_capacity=max(cfg.replay_capacity // max(cfg.val_every, 1), 1),
                         q_bias_keep=cfg.q_bias_keep or max(1, round(0.35 * spec.eval_length)))
-    agent = make_sac_agent(sac, replay, seq.observation_size, seq.action_size)
+    her = None
+    if cfg.her != "none":  # goal-conditioned SAC: a trajectory ring with hindsight goals
+        her = make_her_memory(
+            TrajectorySpec(capacity=cfg.replay_capacity // cfg.num_envs,
+                           batch_size=cfg.batch_size,
+                           min_steps=math.ceil(cfg.min_replay / cfg.num_envs)),
+            seq.goals, cfg.num_envs, seq.action_size, cfg.her, cfg.her_relabel)
+    agent = make_sac_agent(sac, replay, seq.observation_size, seq.action_size, memory=her)
     reset = make_reset(InterventionSpec(cfg.reset, cfg.reset_every, cfg.reset_last_k), sac,
                        layer_orders(sac, seq.observation_size, seq.action_size))
     train = make_rl_train(spec, agent, seq,
@@ -132,5 +172,6 @@ def build(cfg: SACConfig) -> Experiment:
     return Experiment(cfg, seq, train, runs, hparams_of(runs), spec, rl.progress)
 
 
-KIND = Kind("sac", "RL", "continual RL presets (SAC on Brax/MJX)", SACConfig, PRESETS, build,
+KIND = Kind("sac", "RL", "continual RL presets (SAC on Brax/MJX; goal-conditioned with HER)",
+            SACConfig, PRESETS, build,
             rank_by=("return_avg", "plasticity_slope", "forgetting_last"))

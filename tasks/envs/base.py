@@ -26,11 +26,15 @@ class GoalSpace(NamedTuple):
 
     ``obs = state ‖ goal`` with ``state = obs[:state_size]`` and ``goal = obs[state_size:]``; a
     state *achieves* ``state[indices]`` (the goal's coordinates in the state), and the goal is
-    reached where ``‖state[indices] − goal‖ < threshold``."""
+    reached where ``‖state[indices] − goal‖ < threshold``. The env's reward is the success
+    signal (1 within the threshold, else 0), or ``−‖state[indices] − goal‖`` where ``dense``:
+    :meth:`reward`, which hindsight relabelling uses to reward a relabelled goal exactly as the
+    env would."""
 
     state_size: int
     indices: tuple[int, ...]
     threshold: float
+    dense: bool = False
 
     @property
     def goal_size(self) -> int:
@@ -44,6 +48,12 @@ class GoalSpace(NamedTuple):
         """``[..., obs]`` → ``[...]``: the distance between the achieved goal and the goal."""
         state, goal = obs[..., :self.state_size], obs[..., self.state_size:]
         return jnp.linalg.norm(self.achieved(state) - goal, axis=-1)
+
+    def reward(self, state: jax.Array, goal: jax.Array) -> jax.Array:
+        """``[..., state_size]``, ``[..., goal_size]`` → ``[...]``: the env's reward in
+        ``state`` for ``goal``."""
+        distance = jnp.linalg.norm(self.achieved(state) - goal, axis=-1)
+        return -distance if self.dense else (distance < self.threshold).astype(jnp.float32)
 
 
 class EnvTaskSequence(NamedTuple):

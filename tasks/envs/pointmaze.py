@@ -154,9 +154,10 @@ def maze_sequence(layouts: Sequence[str | Sequence[str]], *, step_size: float = 
         raise ValueError(f"every maze of a sequence needs the same size, got {sorted(sizes)}")
     params = jax.tree.map(lambda *xs: jnp.stack(xs), *parsed)
 
+    goals = GoalSpace(2, GOAL_INDICES, threshold, dense)
+
     def reward_of(position, goal):
-        distance = jnp.linalg.norm(position - goal)
-        return -distance if dense else (distance < threshold).astype(jnp.float32)
+        return goals.reward(position, goal)  # the state is the position
 
     def reset(task: Layout, key: jax.Array) -> State:
         start_key, goal_key = jax.random.split(key)
@@ -172,4 +173,4 @@ def maze_sequence(layouts: Sequence[str | Sequence[str]], *, step_size: float = 
                      jnp.zeros(()))
 
     return EnvTaskSequence("pointmaze", None, params, reset, step, len(parsed), 4, 2,
-                           goals=GoalSpace(2, GOAL_INDICES, threshold))
+                           goals=goals)

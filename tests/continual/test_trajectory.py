@@ -1,14 +1,15 @@
-"""The trajectory memory (continual.agents.trajectory): the ring never moves stored data, the
-binary search finds each episode's last stored step across the ring's wrap, and relabelled
+"""The trajectory memories (continual.agents.trajectory): the ring never moves stored data, the
+binary search finds each episode's last stored step across the ring's wrap, CRL's relabelled
 goals follow the truncated geometric law, never past the stored trajectory nor across
-episodes."""
+episodes, and hindsight relabelling (HER, future and final) rewards a relabelled goal as the env
+would."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from continual.agents.base import EnvStep
-from continual.agents.trajectory import (TrajectorySpec, last_in_episode,
+from continual.agents.trajectory import (TrajectorySpec, last_in_episode, make_her_memory,
                                          make_trajectory_memory)
 from tasks.envs.base import GoalSpace
 
@@ -122,3 +123,55 @@ def test_clear_empties_and_ready_waits_for_min_steps():
         state = memory.store(state, step, jax.random.key(t), t)
     assert ready == [False, False, False, True]
     assert int(memory.clear(state).size) == 0
+
+
+def _filled_her(strategy, relabel=0.8):
+    """As :func:`_filled`, the next state of step t marked t + 0.5 and the episode's own goal
+    −1 (never reached)."""
+    memory = make_her_memory(TrajectorySpec(capacity=C, batch_size=4096, min_steps=1), GOALS,
+                             E, 1, strategy, relabel)
+    last = _episode_ends(np.random.default_rng(5))
+    ids = np.vstack([np.zeros((1, E), int), np.cumsum(last, axis=0)[:-1]])
+    state = memory.init()
+    for t in range(T):
+        obs = np.stack([np.full(E, t), np.arange(E), ids[t], np.full(E, -1.0)], axis=1)
+        nxt = obs + np.array([0.5, 0, 0, 0])
+        step = EnvStep(jnp.asarray(obs, jnp.float32), jnp.zeros((E, 1)), jnp.zeros(E),
+                       jnp.full(E, 0.5), jnp.asarray(nxt, jnp.float32),
+                       jnp.asarray(last[t]), ())
+        state = memory.store(state, step, jax.random.key(t), t)
+    return memory, state, ids
+
+
+@pytest.mark.parametrize("strategy", ["future", "final"])
+def test_her_relabels_with_a_later_state_of_the_same_episode_and_rewards_it(strategy):
+    memory, state, ids = _filled_her(strategy)
+    batch = jax.jit(memory.sample)(state, jax.random.key(1))
+    obs, nxt = np.asarray(batch.obs), np.asarray(batch.next_obs)
+    t, env, goal = obs[:, 0].astype(int), obs[:, 1].astype(int), obs[:, 3]
+    np.testing.assert_array_equal(nxt[:, 3], goal)                # one goal for obs and next
+    np.testing.assert_array_equal(nxt[:, 0], t + 0.5)
+    np.testing.assert_array_equal(batch.discount, 0.5)             # stored as given
+    relabelled = goal != -1
+    assert np.mean(relabelled) == pytest.approx(0.8, abs=0.03)
+    source = (goal[relabelled] - 0.5).astype(int)                  # the step whose next state
+    assert np.all(source >= t[relabelled])
+    assert np.all(ids[source, env[relabelled]] == ids[t[relabelled], env[relabelled]])
+    last = np.array([np.flatnonzero(ids[:, e] == ids[ti, e]).max() for ti, e in zip(t, env)])
+    assert np.all(source <= last[relabelled])
+    if strategy == "final":
+        np.testing.assert_array_equal(source, last[relabelled])
+    else:  # uniform over this step .. the episode's last: mean offset H/2
+        h = (last - t)[relabelled]
+        offset = source - t[relabelled]
+        z = np.sum(offset - h / 2) / np.sqrt(np.sum(((h + 1) ** 2 - 1) / 12))
+        assert abs(z) < 4
+    # The env's sparse reward for the goal: 1 exactly where the goal is this step's next state.
+    np.testing.assert_array_equal(batch.reward, (np.abs(t + 0.5 - goal) < 0.5).astype(float))
+
+
+def test_her_without_relabelling_keeps_the_episode_goal():
+    memory, state, _ = _filled_her("future", relabel=0.0)
+    batch = memory.sample(state, jax.random.key(2))
+    np.testing.assert_array_equal(batch.obs[:, 3], -1.0)
+    np.testing.assert_array_equal(batch.reward, 0.0)

@@ -1,7 +1,7 @@
-"""`plax run` on a goal-conditioned preset: a tiny CRL run on point-mass maze goal regions end
+"""`plax run` on the goal-conditioned presets: a tiny CRL run on point-mass maze goal regions end
 to end (the success matrix, goal-reaching metrics, critic statistics and diagnostics of φ, ψ
-and the actor), one compiled program for every layout, its report, and the CRL configuration
-errors."""
+and the actor), one compiled program for every layout, its report, a tiny goal-conditioned SAC
++ HER run, and the configuration errors of both."""
 import json
 
 import numpy as np
@@ -85,6 +85,32 @@ def test_report_redraws_a_crl_run(crl_run, capsys):
 ])
 def test_bad_crl_settings_are_named(argv, words, capsys):
     assert main(["run", "maze-quick", *argv, "--out", "/nonexistent/never-written"]) == 2
+    err = capsys.readouterr().err
+    for word in words:
+        assert word in err, (word, err)
+
+
+def test_sac_with_her_runs_on_the_maze_and_reports_success(tmp_path):
+    her = {k: v for k, v in TINY.items() if k not in ("repr_dim",)}
+    out = tmp_path / "her"
+    assert main(["run", "maze-sac-her", *_argv({**her, "mazes": ("u_maze",),
+                                                 "metrics": "dormant"}), "--out", str(out)]) == 0
+    table = pd.read_parquet(out / "results.parquet")
+    assert {"eval_success", "eval_time_near_goal", "td_error_train", "q_bias",
+            "episode_success"} <= set(table["metric"])
+    assert "td_error_val" not in set(table["metric"])  # the trajectory ring has no held-out part
+    assert np.isfinite(table.loc[table["metric"] == "critic_loss", "value"]).all()
+    assert "success_avg" in pd.read_csv(out / "summary.csv").columns
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--env", "halfcheetah"], ["her: needs a goal-conditioned env", "pointmaze"]),
+    (["--replay-eviction", "reservoir"], ["FIFO ring"]),
+    (["--her", "last"], ["her: unknown value 'last'", "none, future, final"]),
+    (["--her-relabel", "1.5"], ["her_relabel must lie in [0, 1]"]),
+])
+def test_bad_her_settings_are_named(argv, words, capsys):
+    assert main(["run", "maze-sac-her", *argv, "--out", "/nonexistent/never-written"]) == 2
     err = capsys.readouterr().err
     for word in words:
         assert word in err, (word, err)
