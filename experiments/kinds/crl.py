@@ -43,9 +43,8 @@ class CRLConfig(rl.RLConfigBase):
 
     def check(self) -> None:
         super().check()
-        if self.env not in rl.GOAL_ENVS:
-            raise ConfigError(f"env: crl needs a goal-conditioned env; valid: "
-                              f"{', '.join(rl.GOAL_ENVS)}")
+        if not self.goal_conditioned:
+            raise ConfigError(f"env: crl needs a goal-conditioned env: {rl.GOAL_CONDITIONED}")
         if self.reset == "cbp":
             raise ConfigError("reset: 'cbp' is supervised-only for now; valid for RL: "
                               + ", ".join(r for r in RESETS if r != "cbp"))

@@ -15,12 +15,15 @@ import numpy as np
 from continual.agents import RLSpec
 from experiments.config import ConfigBase, ConfigError, option, shared
 from tasks.envs import brax as brax_envs
-from tasks.envs import pointmaze
+from tasks.envs import brax_goals, pointmaze
 
-# Environments by source: Brax's (objective and physics families) and the goal-conditioned ones
-# (their tasks are layouts or goal regions; observation = state ‖ goal).
-GOAL_ENVS = ("pointmaze",)
-ENVS = tuple(brax_envs.ENVS) + GOAL_ENVS
+# Environments by source: Brax's (objective, physics and — for the Ant — goal families) and the
+# pure-JAX point-mass maze (its tasks are layouts or goal regions). Goal-conditioned ones have
+# observation = state ‖ goal.
+ENVS = tuple(brax_envs.ENVS) + ("pointmaze",)
+FAMILIES = tuple(brax_envs.FAMILIES) + ("goals",)
+GOAL_FAMILY_ENVS = ("ant",)
+GOAL_CONDITIONED = "pointmaze, or ant with --family goals"
 
 
 @dataclass(frozen=True)
@@ -32,8 +35,9 @@ class RLConfigBase(ConfigBase):
     env: str = option("halfcheetah", "environment: a Brax one, or the goal-conditioned "
                       "pointmaze (pure JAX, fast on a CPU)", ENVS)
     family: str = option("objectives", "Brax envs: how tasks differ: objective (run "
-                         "direction, target velocity) or physics (gravity, friction, mass, "
-                         "actuator scales)", tuple(brax_envs.FAMILIES))
+                         "direction, target velocity), physics (gravity, friction, mass, "
+                         "actuator scales) or goals (ant: goal-conditioned, one goal region "
+                         "per task)", FAMILIES)
     objective: str = option("direction", "objectives family: forward-velocity weights or "
                             "target velocities", brax_envs.KINDS)
     task_values: tuple = option((1.0, -1.0), "objectives family: one value per task "
@@ -48,6 +52,9 @@ class RLConfigBase(ConfigBase):
     backend: str = option("", "physics backend (empty: the env's default: generalized for "
                           "halfcheetah and walker2d, mjx with the fast solver for ant and "
                           "hopper)", ("",) + brax_envs.BACKENDS)
+    goal_regions: tuple = option(("circle",), "goals family: one goal region per task: "
+                                 + ", ".join(brax_goals.REGIONS) + " (circle: JaxGCRL's ant, "
+                                 "radius 10; the others its quadrants)")
     mazes: tuple = option(("u_maze",), "pointmaze: one maze layout per task (the same size "
                           "each): " + ", ".join(pointmaze.MAZES))
     dense_reward: bool = option(False, "goal-conditioned envs: reward −distance to the goal "
@@ -75,11 +82,18 @@ class RLConfigBase(ConfigBase):
     def num_tasks(self) -> int:
         if self.env == "pointmaze":
             return len(self.mazes)
+        if self.family == "goals":
+            return len(self.goal_regions)
         if self.family == "objectives":
             return len(self.task_values)
         lengths = [len(v) for v in (self.gravity, self.friction, self.mass, self.actuator)
                    if len(v)]
         return lengths[0] if lengths else 5
+
+    @property
+    def goal_conditioned(self) -> bool:
+        """Observation = state ‖ goal, success metrics logged (:class:`tasks.envs.GoalSpace`)."""
+        return self.env == "pointmaze" or self.family == "goals"
 
     @property
     def intervals_per_task(self) -> int:
@@ -92,6 +106,7 @@ class RLConfigBase(ConfigBase):
 
     def describe(self) -> str:
         tasks = ("mazes " + ", ".join(self.mazes) if self.env == "pointmaze"
+                 else "goal regions " + ", ".join(self.goal_regions) if self.family == "goals"
                  else self.family)
         return (f"{self.env} {tasks}, {self.num_tasks} tasks × {self.env_steps_per_task} "
                 f"env steps ({self.num_envs} envs)")
@@ -111,6 +126,15 @@ class RLConfigBase(ConfigBase):
             if len(set(sizes.values())) > 1:
                 raise ConfigError("mazes: every layout of a sequence needs the same size, got "
                                   + ", ".join(f"{m} ({n})" for m, n in sizes.items()))
+        if self.env != "pointmaze" and self.family == "goals":
+            if self.env not in GOAL_FAMILY_ENVS:
+                raise ConfigError(f"family: goals exists for {', '.join(GOAL_FAMILY_ENVS)}, "
+                                  f"not {self.env}")
+            unknown = [r for r in self.goal_regions if r not in brax_goals.REGIONS]
+            if unknown or not self.goal_regions:
+                raise ConfigError(f"goal_regions: unknown region "
+                                  f"{unknown[0] if unknown else None!r}; valid: "
+                                  f"{', '.join(brax_goals.REGIONS)}")
         if self.family == "objectives" and not self.task_values:
             raise ConfigError("task_values needs at least one value (one task per value)")
         scales = {n: getattr(self, n) for n in ("gravity", "friction", "mass", "actuator")
@@ -134,6 +158,8 @@ def env_sequence(cfg: RLConfigBase) -> brax_envs.EnvTaskSequence:
     if cfg.env == "pointmaze":
         return pointmaze.maze_sequence(cfg.mazes, dense=cfg.dense_reward)
     backend = cfg.backend or None
+    if cfg.family == "goals":
+        return brax_goals.ant_goals(cfg.goal_regions, backend=backend, dense=cfg.dense_reward)
     if cfg.family == "objectives":
         return brax_envs.objectives(cfg.env, cfg.objective, cfg.task_values, backend=backend)
     scales = {n: (getattr(cfg, n) or None) for n in ("gravity", "friction", "mass", "actuator")}

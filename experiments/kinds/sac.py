@@ -70,9 +70,8 @@ class SACConfig(rl.RLConfigBase):
         if not 0 <= self.discount <= 1 or not 0 < self.tau <= 1:
             raise ConfigError("discount must be in [0, 1] and tau in (0, 1]")
         if self.her != "none":
-            if self.env not in rl.GOAL_ENVS:
-                raise ConfigError(f"her: needs a goal-conditioned env; valid: "
-                                  f"{', '.join(rl.GOAL_ENVS)}")
+            if not self.goal_conditioned:
+                raise ConfigError(f"her: needs a goal-conditioned env: {rl.GOAL_CONDITIONED}")
             if (self.replay_eviction, self.replay_sampling) != ("fifo", "uniform"):
                 raise ConfigError("her: its trajectory replay is a FIFO ring sampled "
                                   "uniformly; leave replay_eviction and replay_sampling at "
