@@ -84,6 +84,35 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
              replay_capacity=48_000, min_replay=3_200, eval_envs=8, probe_examples=128,
              seeds=2),
     ),
+    # GPU-sized, at JaxGCRL's defaults (256 envs, batch 256, episodes of 1,000, about one
+    # update per 16 transitions, [256, 256] Swish networks); not yet run (no GPU lent so far).
+    "ant-crl": (
+        "GPU-sized: CRL on the goal-conditioned Ant, goals on the radius-10 circle (JaxGCRL's "
+        "ant), 10M env steps, 256 envs, 16 updates per step of all envs, batch 256",
+        dict(env="ant", family="goals", goal_regions=("circle",), num_envs=256,
+             episode_length=1000, env_steps_per_task=10_240_000, log_every=512_000,
+             updates_per_step=16, batch_size=256, hidden=(256, 256),
+             learning_rate=(3e-4,), replay_capacity=2_560_000, min_replay=256_000,
+             eval_envs=16, eval_length=1000, seeds=4),
+    ),
+    "ant-u-maze-crl": (
+        "GPU-sized: CRL on the Ant U-maze (walls as data), otherwise ant-crl; add "
+        "--network resmlp --hidden 256 --blocks N for Wang et al.'s depth 4N",
+        dict(env="ant", family="maze", mazes=("u_maze",), num_envs=256, episode_length=1000,
+             env_steps_per_task=10_240_000, log_every=512_000, updates_per_step=16,
+             batch_size=256, hidden=(256, 256), learning_rate=(3e-4,),
+             replay_capacity=2_560_000, min_replay=256_000, eval_envs=16, eval_length=1000,
+             seeds=4),
+    ),
+    "ant-quadrants-crl": (
+        "GPU-sized continual goal regions: the Ant's goals move quadrant to quadrant (NE, NW, "
+        "SW, SE), 5M env steps each, replay kept; otherwise ant-crl",
+        dict(env="ant", family="goals", goal_regions=("ne", "nw", "sw", "se"), num_envs=256,
+             episode_length=1000, env_steps_per_task=5_120_000, log_every=512_000,
+             updates_per_step=16, batch_size=256, hidden=(256, 256), learning_rate=(3e-4,),
+             replay_capacity=2_560_000, min_replay=256_000, eval_envs=16, eval_length=1000,
+             seeds=4),
+    ),
 }
 
 

@@ -21,9 +21,9 @@ from tasks.envs import brax_goals, pointmaze
 # pure-JAX point-mass maze (its tasks are layouts or goal regions). Goal-conditioned ones have
 # observation = state ‖ goal.
 ENVS = tuple(brax_envs.ENVS) + ("pointmaze",)
-FAMILIES = tuple(brax_envs.FAMILIES) + ("goals",)
+FAMILIES = tuple(brax_envs.FAMILIES) + ("goals", "maze")
 GOAL_FAMILY_ENVS = ("ant",)
-GOAL_CONDITIONED = "pointmaze, or ant with --family goals"
+GOAL_CONDITIONED = "pointmaze, or ant with --family goals or maze"
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class RLConfigBase(ConfigBase):
                       "pointmaze (pure JAX, fast on a CPU)", ENVS)
     family: str = option("objectives", "Brax envs: how tasks differ: objective (run "
                          "direction, target velocity), physics (gravity, friction, mass, "
-                         "actuator scales) or goals (ant: goal-conditioned, one goal region "
+                         "actuator scales), goals (ant: goal-conditioned, one goal region per task) or maze "
+                         "(ant: goal-conditioned, one maze layout of --mazes"
                          "per task)", FAMILIES)
     objective: str = option("direction", "objectives family: forward-velocity weights or "
                             "target velocities", brax_envs.KINDS)
@@ -55,7 +56,8 @@ class RLConfigBase(ConfigBase):
     goal_regions: tuple = option(("circle",), "goals family: one goal region per task: "
                                  + ", ".join(brax_goals.REGIONS) + " (circle: JaxGCRL's ant, "
                                  "radius 10; the others its quadrants)")
-    mazes: tuple = option(("u_maze",), "pointmaze: one maze layout per task (the same size "
+    mazes: tuple = option(("u_maze",), "pointmaze and the ant maze family: one maze layout "
+                          "per task (the same size "
                           "each): " + ", ".join(pointmaze.MAZES))
     dense_reward: bool = option(False, "goal-conditioned envs: reward −distance to the goal "
                                 "instead of the sparse success signal")
@@ -84,6 +86,8 @@ class RLConfigBase(ConfigBase):
             return len(self.mazes)
         if self.family == "goals":
             return len(self.goal_regions)
+        if self.family == "maze":
+            return len(self.mazes)
         if self.family == "objectives":
             return len(self.task_values)
         lengths = [len(v) for v in (self.gravity, self.friction, self.mass, self.actuator)
@@ -93,7 +97,7 @@ class RLConfigBase(ConfigBase):
     @property
     def goal_conditioned(self) -> bool:
         """Observation = state ‖ goal, success metrics logged (:class:`tasks.envs.GoalSpace`)."""
-        return self.env == "pointmaze" or self.family == "goals"
+        return self.env == "pointmaze" or self.family in ("goals", "maze")
 
     @property
     def intervals_per_task(self) -> int:
@@ -105,7 +109,8 @@ class RLConfigBase(ConfigBase):
         return self.env_steps_per_task // self.num_envs, self.log_every // self.num_envs
 
     def describe(self) -> str:
-        tasks = ("mazes " + ", ".join(self.mazes) if self.env == "pointmaze"
+        tasks = ("mazes " + ", ".join(self.mazes)
+                 if self.env == "pointmaze" or self.family == "maze"
                  else "goal regions " + ", ".join(self.goal_regions) if self.family == "goals"
                  else self.family)
         return (f"{self.env} {tasks}, {self.num_tasks} tasks × {self.env_steps_per_task} "
@@ -115,7 +120,7 @@ class RLConfigBase(ConfigBase):
         for name in ("updates_per_step", "eval_length"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.env == "pointmaze":
+        if self.env == "pointmaze" or self.family == "maze":
             if not self.mazes:
                 raise ConfigError("mazes needs at least one layout (one task per layout)")
             unknown = [m for m in self.mazes if m not in pointmaze.MAZES]
@@ -126,12 +131,13 @@ class RLConfigBase(ConfigBase):
             if len(set(sizes.values())) > 1:
                 raise ConfigError("mazes: every layout of a sequence needs the same size, got "
                                   + ", ".join(f"{m} ({n})" for m, n in sizes.items()))
-        if self.env != "pointmaze" and self.family == "goals":
+        if self.env != "pointmaze" and self.family in ("goals", "maze"):
             if self.env not in GOAL_FAMILY_ENVS:
-                raise ConfigError(f"family: goals exists for {', '.join(GOAL_FAMILY_ENVS)}, "
+                raise ConfigError(f"family: {self.family} exists for "
+                                  f"{', '.join(GOAL_FAMILY_ENVS)}, "
                                   f"not {self.env}")
             unknown = [r for r in self.goal_regions if r not in brax_goals.REGIONS]
-            if unknown or not self.goal_regions:
+            if self.family == "goals" and (unknown or not self.goal_regions):
                 raise ConfigError(f"goal_regions: unknown region "
                                   f"{unknown[0] if unknown else None!r}; valid: "
                                   f"{', '.join(brax_goals.REGIONS)}")
@@ -160,6 +166,8 @@ def env_sequence(cfg: RLConfigBase) -> brax_envs.EnvTaskSequence:
     backend = cfg.backend or None
     if cfg.family == "goals":
         return brax_goals.ant_goals(cfg.goal_regions, backend=backend, dense=cfg.dense_reward)
+    if cfg.family == "maze":
+        return brax_goals.ant_maze(cfg.mazes, backend=backend, dense=cfg.dense_reward)
     if cfg.family == "objectives":
         return brax_envs.objectives(cfg.env, cfg.objective, cfg.task_values, backend=backend)
     scales = {n: (getattr(cfg, n) or None) for n in ("gravity", "friction", "mass", "actuator")}

@@ -1,5 +1,6 @@
-"""Goal-conditioned Brax envs: an Ant that must reach goals drawn from a region, as a continual
-task sequence over goal regions (REFERENCE.md §9 "Goals"; JaxGCRL's ``ant``).
+"""Goal-conditioned Brax envs: an Ant that must reach goals drawn from a region, or goals in a
+maze, as continual task sequences over goal regions or maze layouts (REFERENCE.md §9 "Goals";
+JaxGCRL's ``ant`` and ``ant_u_maze`` / ``ant_big_maze``).
 
 The physics is Brax's own Ant (its bundled XML, via :func:`tasks.envs.brax.make_env`, with the
 current torso position kept in the observation), so every task runs under one compilation: a
@@ -11,6 +12,16 @@ torso's x, y first) ‖ goal (2); the goal indices into the state are ``(0, 1)``
 reached within 0.5 (JaxGCRL's threshold). Reward: 1 where reached (sparse), or ``−distance``
 with ``dense``. Episodes terminate where Brax's Ant does (torso height outside [0.2, 1.0]).
 
+Ant mazes (:func:`ant_maze`). The cell maps of :mod:`tasks.envs.pointmaze` (``u_maze``,
+``big_maze``, ...) at 4 m per cell (JaxGCRL's maze scaling): cell ``(row, col)`` spans
+``[4·col, 4·col + 4) × [4·row, 4·row + 4)``. The model is generated at run time from Brax's own
+Ant XML with one box wall (4 × 4 × 2 m) for *every* cell of the grid, so any layout of that size
+is the same model: a task's ``wall_pos`` puts the walls its layout has in their cells and sinks
+the others 10 m under the floor (world geoms never collide with each other, so a sunk wall
+touches nothing). The walls collide with the Ant's feet (Brax's Ant lets only its feet touch the
+world). The Ant starts at the centre of the layout's first ``R`` cell (the task's ``init_q``) and
+goals are the centres of its ``G`` cells, drawn uniformly.
+
 Differences from JaxGCRL's Ant (its own XML at 6dccab2): no visual target body (JaxGCRL's adds a
 body with two slide joints, so its ``q`` has 2 more entries and its simulation a little more
 work), Brax's default backend choice of plax (``mjx`` with the fast solver; JaxGCRL defaults to
@@ -18,6 +29,7 @@ work), Brax's default backend choice of plax (``mjx`` with the fast solver; JaxG
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any, NamedTuple, Optional, Sequence
 
@@ -25,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from tasks.envs import brax as brax_envs
+from tasks.envs import pointmaze
 from tasks.envs.base import EnvTaskSequence, GoalSpace
 
 ANT_RADIUS = 10.0
@@ -101,3 +114,125 @@ def ant_goals(region_names: Sequence[str] = ("circle",), *, backend: Optional[st
     return EnvTaskSequence(f"ant-goals-{env.backend}", env, params, reset, step,
                            len(region_names), ANT_STATE_SIZE + 2, int(env.action_size),
                            goals=goals)
+
+
+# ----------------------------------------------------------------------------- ant mazes
+
+CELL = 4.0          # metres per maze cell
+WALL_HEIGHT = 2.0
+SUNK = -10.0        # z of a wall the layout does not have
+
+
+class MazeTask(NamedTuple):
+    """One maze layout as data (leaves ``[T, ...]`` for a sequence)."""
+
+    wall_pos: jax.Array   # [N², 3] every potential wall's position (absent ones sunk)
+    start: jax.Array      # [3] the torso's start: the first R cell's centre, Brax's height
+    goal_cells: jax.Array  # [N, N] goal cell weights (the G cells)
+
+
+def maze_xml(size: int) -> str:
+    """Brax's Ant XML with one box wall per cell of a ``size × size`` grid (see the module
+    docstring); wall ``i`` is cell ``(i // size, i % size)``."""
+    from etils import epath
+
+    xml = (epath.resource_path("brax") / "envs/assets/ant.xml").read_text()
+    half = CELL / 2
+    walls = "".join(
+        f'<geom name="wall_{r}_{c}" type="box" size="{half} {half} {WALL_HEIGHT / 2}" '
+        f'pos="{CELL * c + half} {CELL * r + half} {WALL_HEIGHT / 2}" contype="0" '
+        f'conaffinity="1" rgba="0.4 0.4 0.45 1"/>'
+        for r in range(size) for c in range(size))
+    floor_at = xml.index('name="floor"')
+    end = xml.index("/>", floor_at) + 2
+    # The floor plane (40 m half-size) is centred on the grid.
+    floor = xml[xml.rindex("<geom", 0, floor_at):end]
+    centre = CELL * size / 2
+    moved = floor.replace('pos="0 0 0"', f'pos="{centre} {centre} 0"')
+    return xml[:end].replace(floor, moved) + walls + xml[end:]
+
+
+def maze_tasks(layouts: Sequence[str], height: float = 0.75) -> MazeTask:
+    """The ``[T]`` params of a sequence of named layouts (:data:`tasks.envs.pointmaze.MAZES`),
+    the torso starting ``height`` above the floor."""
+    unknown = [m for m in layouts if m not in pointmaze.MAZES]
+    if unknown or not layouts:
+        raise ValueError(f"unknown maze {unknown[0] if unknown else None!r}; valid: "
+                         f"{', '.join(pointmaze.MAZES)}")
+    parsed = [pointmaze.parse(pointmaze.MAZES[m]) for m in layouts]
+    sizes = {p.walls.shape[0] for p in parsed}
+    if len(sizes) != 1:
+        raise ValueError(f"every maze of a sequence needs the same size, got {sorted(sizes)}")
+    n = sizes.pop()
+    rows, cols = jnp.divmod(jnp.arange(n * n), n)
+    centres = jnp.stack([CELL * cols + CELL / 2, CELL * rows + CELL / 2], axis=1)
+
+    def one(layout: pointmaze.Layout) -> MazeTask:
+        present = layout.walls.reshape(-1) > 0.5
+        z = jnp.where(present, WALL_HEIGHT / 2, SUNK)
+        first_start = jnp.argmax(layout.starts.reshape(-1))
+        start = jnp.concatenate([centres[first_start], jnp.full((1,), height)])
+        return MazeTask(jnp.concatenate([centres, z[:, None]], axis=1), start, layout.goals)
+
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *[one(p) for p in parsed])
+
+
+def _backend_settings(sys, backend: str):
+    """What Brax's Ant constructor does to its System per backend, for a System loaded from
+    another XML (brax/envs/ant.py at brax 0.14): the fast Newton solver for ``mjx`` (plax's
+    :data:`tasks.envs.brax.FAST_SOLVER` values), a 5 ms step for ``spring`` and ``positional``,
+    and ``positional``'s actuator gear of 200."""
+    import mujoco
+
+    if backend == "mjx":
+        sys = sys.tree_replace({"opt.solver": mujoco.mjtSolver.mjSOL_NEWTON,
+                                "opt.disableflags": mujoco.mjtDisableBit.mjDSBL_EULERDAMP,
+                                **brax_envs.FAST_SOLVER})
+    if backend in ("spring", "positional"):
+        sys = sys.tree_replace({"opt.timestep": 0.005})
+    if backend == "positional":
+        sys = sys.replace(actuator=sys.actuator.replace(
+            gear=200 * jnp.ones_like(sys.actuator.gear)))
+    return sys
+
+
+def ant_maze(layouts: Sequence[str] = ("u_maze",), *, backend: Optional[str] = None,
+             dense: bool = False) -> EnvTaskSequence:
+    """The goal-conditioned Ant in a sequence of maze layouts of one size (see the module
+    docstring): observation = Brax's Ant observation (29) ‖ goal (2), goal reached within
+    0.5, one compilation for every layout."""
+    from brax.io import mjcf
+
+    params = maze_tasks(layouts)
+    size = int(params.goal_cells.shape[-1])
+    env = brax_envs.make_env("ant", backend, exclude_current_positions_from_observation=False)
+    base_sys = _backend_settings(mjcf.loads(maze_xml(size)), env.backend)
+    params = params._replace(start=params.start.at[:, 2].set(float(base_sys.init_q[2])))
+    env.sys = base_sys
+    first_wall = 1  # the floor is geom 0; the walls follow it in the world body
+    walls = slice(first_wall, first_wall + size * size)
+    goals = GoalSpace(ANT_STATE_SIZE, (0, 1), THRESHOLD, dense)
+
+    def env_for(task: MazeTask):
+        env2 = copy.copy(env)  # shallow: the env object is never mutated
+        geom_pos = jnp.asarray(base_sys.geom_pos).at[walls].set(task.wall_pos)
+        init_q = jnp.asarray(base_sys.init_q).at[:3].set(task.start)
+        env2.sys = base_sys.replace(geom_pos=geom_pos, init_q=init_q)
+        return env2
+
+    def reset(task: MazeTask, key) -> GoalState:
+        k_env, k_goal = jax.random.split(key)
+        inner = env_for(task).reset(k_env)
+        cell = jax.random.categorical(k_goal, jnp.log(task.goal_cells.reshape(-1)))
+        goal = CELL * jnp.stack([cell % size, cell // size]).astype(jnp.float32) + CELL / 2
+        return GoalState(inner, jnp.concatenate([inner.obs, goal]), jnp.zeros(()),
+                         jnp.zeros(()))
+
+    def step(task: MazeTask, state: GoalState, action) -> GoalState:
+        inner = env_for(task).step(state.inner, action)
+        goal = state.obs[ANT_STATE_SIZE:]
+        return GoalState(inner, jnp.concatenate([inner.obs, goal]),
+                         goals.reward(inner.obs, goal), inner.done)
+
+    return EnvTaskSequence(f"ant-maze-{env.backend}", env, params, reset, step, len(layouts),
+                           ANT_STATE_SIZE + 2, int(env.action_size), goals=goals)

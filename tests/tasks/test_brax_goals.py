@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from tasks.base import task_slice
-from tasks.envs import brax_goals
+from tasks.envs import brax_goals, pointmaze
 
 
 @pytest.mark.parametrize("name", list(brax_goals.REGIONS))
@@ -59,3 +59,34 @@ def test_ant_goals_observe_state_and_goal_and_reward_success_with_one_compile():
         distance = np.linalg.norm(obs[:, :, :2] - obs[:, :, 29:], axis=-1)
         np.testing.assert_array_equal(reward, (distance < 0.5).astype(np.float32))
     assert roll._cache_size() == 1
+
+
+def test_maze_tasks_place_present_walls_and_sink_absent_ones():
+    task = task_slice(brax_goals.maze_tasks(["u_maze"]), 0)
+    z = np.asarray(task.wall_pos[:, 2]).reshape(5, 5)
+    walls = np.array([[c == "#" for c in row] for row in pointmaze.MAZES["u_maze"]])
+    np.testing.assert_array_equal(z > 0, walls)
+    np.testing.assert_array_equal(z[~walls], brax_goals.SUNK)
+    np.testing.assert_allclose(task.wall_pos[7, :2], [4 * 2 + 2, 4 * 1 + 2])  # cell (1, 2)
+    np.testing.assert_allclose(task.start[:2], [6.0, 6.0])                    # R at (1, 1)
+    with pytest.raises(ValueError, match="same size"):
+        brax_goals.maze_tasks(["u_maze", "big_maze"])
+
+
+@pytest.mark.slow
+def test_an_ant_dropped_on_a_present_wall_rests_on_it_and_falls_through_an_absent_one():
+    """Walls are data: the same model, a wall present (cell (0, 0), the border) holds a torso
+    dropped on it 2 m up; a free cell (1, 1), whose wall is sunk, lets it fall to the floor."""
+    seq = brax_goals.ant_maze(["u_maze"])
+    task = task_slice(seq.params, 0)
+    step = jax.jit(lambda t, s: seq.step(t, s, jnp.zeros(8)))
+
+    def torso_height(x, y):
+        t = task._replace(start=jnp.asarray([x, y, 2.8]))
+        state = jax.jit(seq.reset)(t, jax.random.key(0))
+        for _ in range(60):
+            state = step(t, state)
+        return float(state.obs[2])
+
+    assert torso_height(2.0, 2.0) > 2.0      # on top of the 2 m wall
+    assert torso_height(6.0, 6.0) < 1.0      # on the floor
