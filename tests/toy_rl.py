@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from continual.agents import Agent, Memory
+from tasks.base import task_slice
 from tasks.envs import EnvTaskSequence
 
 # ----------------------------------------------------------------------------- environment
@@ -77,3 +78,27 @@ def random_agent(observation_size: int, action_size: int, batch_size: int) -> Ag
                      "updates": state, "rollout_reward": jnp.mean(rollout.reward)},
                  features=lambda state, obs: {}, params=lambda state: state,
                  loss_keys=("loss",))
+
+
+# ----------------------------------------------------------------------------- baselines
+
+
+def random_rollout(seq: EnvTaskSequence, episodes: int, length: int, key=None):
+    """``episodes`` episodes of ``length`` uniformly random actions on task 0 of ``seq``: the
+    env states after each step, leaves ``[length, episodes, ...]`` (the baseline a learning test
+    compares a trained agent with)."""
+    task = task_slice(seq.params, 0)
+
+    @jax.jit
+    def rollout(key):
+        k_reset, k_act = jax.random.split(key)
+        env = jax.vmap(seq.reset, (None, 0))(task, jax.random.split(k_reset, episodes))
+
+        def body(env, k):
+            a = jax.random.uniform(k, (episodes, seq.action_size), minval=-1, maxval=1)
+            nxt = jax.vmap(seq.step, (None, 0, 0))(task, env, a)
+            return nxt, nxt
+
+        return jax.lax.scan(body, env, jax.random.split(k_act, length))[1]
+
+    return rollout(jax.random.key(123) if key is None else key)

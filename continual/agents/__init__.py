@@ -3,10 +3,13 @@
 * :mod:`continual.agents.base` — the interface: :class:`Agent` (acting, updating, measuring) and
   its :class:`Memory` (what it stores and replays);
 * :mod:`continual.agents.loop` — the one RL loop every agent runs (:func:`make_rl_train`);
-* :mod:`continual.agents.sac` — Soft Actor-Critic;
-* :mod:`continual.agents.contrastive` — the contrastive critic of goal-conditioned RL (CRL):
-  energies and losses; :mod:`continual.agents.relabel` — future-goal relabelling offsets. (The
-  CRL agent that uses them is not built yet.)
+* :mod:`continual.agents.sac` — Soft Actor-Critic (and goal-conditioned SAC with HER);
+* :mod:`continual.agents.crl` — contrastive goal-conditioned RL, with its critic's energies and
+  losses in :mod:`continual.agents.contrastive`;
+* :mod:`continual.agents.trajectory` — trajectory replay with future-goal relabelling (CRL) and
+  hindsight relabelling (HER); :mod:`continual.agents.relabel` — the relabelling offsets;
+* :mod:`continual.agents.policy` — the tanh-Gaussian policy head and
+  :mod:`continual.agents.optim` — the optimizer steps the actor-critic agents share.
 
 A new agent goes here as one module whose builder returns an :class:`Agent`.
 """

@@ -31,11 +31,12 @@ import optax
 
 from continual.agents import contrastive, policy
 from continual.agents.base import Agent, Memory
+from continual.agents.optim import net_optimizer, scalar_adam, temperature_step
 from continual.agents.trajectory import GoalBatch
 from continual.classifier import TrainState
-from continual.optimizers import HParams, make_optimizer, make_transform
+from continual.optimizers import HParams
 from plasticity import regularizers
-from plasticity.networks import Network, layer_order, layer_params, make_network
+from plasticity.networks import layer_order, layer_params, make_network
 from tasks.envs.base import GoalSpace
 
 
@@ -97,8 +98,7 @@ class CRL(NamedTuple):
 def make_crl(spec: CRLSpec, goals: GoalSpace, action_size: int, *,
              optimizer_stats: Callable | None = None) -> CRL:
     """The CRL agent for one goal space and action size (see the module docstring)."""
-    make_optimizer(spec.optimizer, HParams.defaults())  # validate the name now
-    regularizer = regularizers.canonical_name(spec.regularizer)
+    opt = net_optimizer(spec.optimizer, spec.regularizer)
     s, g = goals.state_size, goals.goal_size
     kw = dict(hidden=spec.hidden, blocks=spec.blocks, activation=spec.activation,
               layer_norm=spec.layer_norm)
@@ -108,25 +108,13 @@ def make_crl(spec: CRLSpec, goals: GoalSpace, action_size: int, *,
             for name in sizes}
     target_entropy = -0.5 * action_size
 
-    def tx(hparams, key):
-        return make_transform(spec.optimizer, regularizer, hparams, key)
-
-    def scalar_tx(hparams):
-        return optax.adam(hparams.learning_rate)
-
-    def net_state(net: Network, key, hparams) -> TrainState:
-        init_key, reg_key = jax.random.split(key)
-        params = net.init(init_key)
-        return TrainState(params, tx(hparams, reg_key).init(params), params,
-                          jnp.zeros((), jnp.int32))
-
     def init(key, hparams: HParams) -> CRLState:
         keys = jax.random.split(key, 3)
-        actor, phi, psi = (net_state(nets[n], k, hparams) for n, k in zip(sizes, keys))
+        actor, phi, psi = (opt.init(nets[n], k, hparams) for n, k in zip(sizes, keys))
         log_scale = jnp.log(jnp.asarray(contrastive.COSINE_SCALE_INIT, jnp.float32))
         log_alpha = jnp.log(jnp.asarray(spec.init_alpha, jnp.float32))
-        return CRLState(actor, phi, psi, log_scale, scalar_tx(hparams).init(log_scale),
-                        log_alpha, scalar_tx(hparams).init(log_alpha), jnp.zeros((), jnp.int32))
+        return CRLState(actor, phi, psi, log_scale, scalar_adam(hparams).init(log_scale),
+                        log_alpha, scalar_adam(hparams).init(log_alpha), jnp.zeros((), jnp.int32))
 
     def embed(phi_params, psi_params, state, action, goal):
         phi = nets["phi"].apply(phi_params, jnp.concatenate([state, action], axis=-1))[0]
@@ -145,33 +133,22 @@ def make_crl(spec: CRLSpec, goals: GoalSpace, action_size: int, *,
         f = contrastive.pair_energy(spec.energy, phi, psi, jnp.exp(state.log_scale))
         return jnp.mean(alpha * logp - f), logp
 
-    def apply_tx(net: TrainState, grads, hparams, key) -> tuple[TrainState, Any]:
-        updates, opt_state = tx(hparams, key).update(grads, net.opt_state, net.params)
-        new = net._replace(params=optax.apply_updates(net.params, updates),
-                           opt_state=opt_state, step=net.step + 1)
-        return new, updates
-
     def update(state: CRLState, batch: GoalBatch, hparams: HParams, key):
         k_actor, k_tx = jax.random.split(key)
         alpha = jnp.exp(state.log_alpha)
         # Actor, with the critic fixed; then α on the actor's log-probabilities.
         (a_loss, logp), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
             state.actor.params, state, alpha, batch, k_actor)
-        actor, a_updates = apply_tx(state.actor, a_grads, hparams, jax.random.fold_in(k_tx, 0))
-
-        def alpha_loss_fn(log_alpha):
-            return jnp.mean(jnp.exp(log_alpha) * jax.lax.stop_gradient(-logp - target_entropy))
-
-        alpha_loss, g_alpha = jax.value_and_grad(alpha_loss_fn)(state.log_alpha)
-        step_alpha, alpha_opt = scalar_tx(hparams).update(g_alpha, state.alpha_opt_state)
-        log_alpha = optax.apply_updates(state.log_alpha, step_alpha)
+        actor, a_updates = opt.step(state.actor, a_grads, hparams, jax.random.fold_in(k_tx, 0))
+        log_alpha, alpha_opt, alpha_loss = temperature_step(
+            state.log_alpha, state.alpha_opt_state, logp, target_entropy, hparams)
         # Critic: φ, ψ and the cosine scale on one contrastive loss.
         (c_loss, stats), (g_phi, g_psi, g_scale) = jax.value_and_grad(
             critic_loss, has_aux=True)((state.phi.params, state.psi.params, state.log_scale),
                                        batch)
-        phi, phi_updates = apply_tx(state.phi, g_phi, hparams, jax.random.fold_in(k_tx, 1))
-        psi, psi_updates = apply_tx(state.psi, g_psi, hparams, jax.random.fold_in(k_tx, 2))
-        step_scale, scale_opt = scalar_tx(hparams).update(g_scale, state.scale_opt_state)
+        phi, phi_updates = opt.step(state.phi, g_phi, hparams, jax.random.fold_in(k_tx, 1))
+        psi, psi_updates = opt.step(state.psi, g_psi, hparams, jax.random.fold_in(k_tx, 2))
+        step_scale, scale_opt = scalar_adam(hparams).update(g_scale, state.scale_opt_state)
         log_scale = optax.apply_updates(state.log_scale, step_scale)
 
         info = {"critic_loss": c_loss, "actor_loss": a_loss, "alpha_loss": alpha_loss,

@@ -35,16 +35,16 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from continual import replay
 from continual.agents import policy as tanh_gaussian
 from continual.agents.base import Agent, EnvStep, Memory, Rollout
+from continual.agents.optim import net_optimizer, scalar_adam, temperature_step
 from continual.classifier import TrainState
-from continual.optimizers import HParams, make_optimizer, make_transform
+from continual.optimizers import HParams
 from plasticity import regularizers
 from metrics import rl as rl_metrics
-from plasticity.networks import Network, layer_order, layer_params, make_network
+from plasticity.networks import layer_order, layer_params, make_network
 
 TARGET_AGGS = ("min", "mean")
 
@@ -117,8 +117,7 @@ class SAC(NamedTuple):
 def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
              optimizer_stats: Callable | None = None) -> SAC:
     """The SAC agent for one observation and action size (see the module docstring)."""
-    make_optimizer(spec.optimizer, HParams.defaults())  # validate the name now
-    regularizer = regularizers.canonical_name(spec.regularizer)
+    opt = net_optimizer(spec.optimizer, spec.regularizer)
     net_kwargs = dict(hidden=spec.hidden, blocks=spec.blocks, activation=spec.activation,
                       layer_norm=spec.layer_norm)
     actor_net = make_network(spec.network, (observation_size,), 2 * action_size, **net_kwargs)
@@ -126,26 +125,14 @@ def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
     k = spec.num_critics
     target_entropy = -float(action_size)
 
-    def tx(hparams, key):
-        return make_transform(spec.optimizer, regularizer, hparams, key)
-
-    def alpha_tx(hparams):
-        return optax.adam(hparams.learning_rate)
-
-    def net_state(net: Network, key, hparams) -> TrainState:
-        init_key, reg_key = jax.random.split(key)
-        params = net.init(init_key)
-        return TrainState(params, tx(hparams, reg_key).init(params), params,
-                          jnp.zeros((), jnp.int32))
-
     def init(key, hparams: HParams) -> SACState:
         actor_key, critic_key = jax.random.split(key)
-        actor = net_state(actor_net, actor_key, hparams)
-        critic = jax.vmap(lambda kk: net_state(critic_net, kk, hparams))(
+        actor = opt.init(actor_net, actor_key, hparams)
+        critic = jax.vmap(lambda kk: opt.init(critic_net, kk, hparams))(
             jax.random.split(critic_key, k))
         log_alpha = jnp.log(jnp.asarray(spec.init_alpha, jnp.float32))
         return SACState(actor, critic, critic.params, log_alpha,
-                        alpha_tx(hparams).init(log_alpha), jnp.zeros((), jnp.int32))
+                        scalar_adam(hparams).init(log_alpha), jnp.zeros((), jnp.int32))
 
     def sample(actor_params, obs, key):
         return tanh_gaussian.sample(actor_net.apply(actor_params, obs)[0], key)
@@ -175,48 +162,35 @@ def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
         k_alpha, k_critic, k_actor, k_tx = jax.random.split(key, 4)
         # Temperature (Haarnoja et al. 2018b, eq. 18): α·E[−log π − H̄].
         _, logp = sample(state.actor.params, batch.obs, k_alpha)
-
-        def alpha_loss_fn(log_alpha):
-            return jnp.mean(jnp.exp(log_alpha) * jax.lax.stop_gradient(-logp - target_entropy))
-
-        alpha_loss, g_alpha = jax.value_and_grad(alpha_loss_fn)(state.log_alpha)
-        a_updates, alpha_opt = alpha_tx(hparams).update(g_alpha, state.alpha_opt_state)
-        log_alpha = optax.apply_updates(state.log_alpha, a_updates)
+        log_alpha, alpha_opt, alpha_loss = temperature_step(
+            state.log_alpha, state.alpha_opt_state, logp, target_entropy, hparams)
         alpha = jnp.exp(log_alpha)
 
-        critic = state.critic
-        c_loss, c_grads = jax.value_and_grad(td_loss)(critic.params, state.target,
+        c_loss, c_grads = jax.value_and_grad(td_loss)(state.critic.params, state.target,
                                                       state.actor.params, alpha, batch, k_critic)
         c_keys = jax.random.split(jax.random.fold_in(k_tx, 0), k)
-        c_updates, c_opt = jax.vmap(lambda g, o, p, kk: tx(hparams, kk).update(g, o, p))(
-            c_grads, critic.opt_state, critic.params, c_keys)
-        c_params = optax.apply_updates(critic.params, c_updates)
+        critic, c_updates = jax.vmap(lambda c, g, kk: opt.step(c, g, hparams, kk))(
+            state.critic, c_grads, c_keys)
 
-        actor = state.actor
         (a_loss, a_logp), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
-            actor.params, c_params, alpha, batch.obs, k_actor)
-        a_updates, a_opt = tx(hparams, jax.random.fold_in(k_tx, 1)).update(
-            a_grads, actor.opt_state, actor.params)
-        a_params = optax.apply_updates(actor.params, a_updates)
+            state.actor.params, critic.params, alpha, batch.obs, k_actor)
+        actor, a_updates = opt.step(state.actor, a_grads, hparams, jax.random.fold_in(k_tx, 1))
 
         target = jax.tree.map(lambda t, p: (1 - spec.tau) * t + spec.tau * p,
-                              state.target, c_params)
+                              state.target, critic.params)
         info = {"critic_loss": c_loss, "actor_loss": a_loss, "alpha_loss": alpha_loss,
                 "alpha": alpha, "entropy": -jnp.mean(a_logp),
-                "q_mean": jnp.mean(q_all(c_params, batch.obs, batch.action))}
+                "q_mean": jnp.mean(q_all(critic.params, batch.obs, batch.action))}
         if optimizer_stats is not None:  # actor and critic member 0, per layer
             member0 = lambda tree: jax.tree.map(lambda a: a[0], tree)  # noqa: E731
-            for net, (g, u, p) in {"actor": (a_grads, a_updates, actor.params),
+            for net, (g, u, p) in {"actor": (a_grads, a_updates, state.actor.params),
                                    "critic": (member0(c_grads), member0(c_updates),
-                                              member0(critic.params))}.items():
+                                              member0(state.critic.params))}.items():
                 stats = optimizer_stats(layer_params(g), layer_params(u), layer_params(p))
                 for name, per in stats.items():
                     info.setdefault(name, {}).update(
                         {f"{net}/{layer}": v for layer, v in per.items()})
-        new_state = SACState(
-            actor._replace(params=a_params, opt_state=a_opt, step=actor.step + 1),
-            critic._replace(params=c_params, opt_state=c_opt, step=critic.step + 1),
-            target, log_alpha, alpha_opt, state.step + 1)
+        new_state = SACState(actor, critic, target, log_alpha, alpha_opt, state.step + 1)
         return new_state, info
 
     def critic_loss(state: SACState, batch: Transition, key):

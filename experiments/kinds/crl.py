@@ -11,7 +11,7 @@ from continual.agents import make_rl_train
 from continual.agents.contrastive import ENERGIES, LOGSUMEXP_PENALTY, LOSSES
 from continual.agents.crl import CRLSpec, layer_orders, make_crl, make_crl_agent, make_reset
 from continual.agents.trajectory import TrajectorySpec, make_trajectory_memory
-from continual.interventions import RESETS, InterventionSpec
+from continual.interventions import InterventionSpec
 from experiments.config import ConfigError, option, shared
 from experiments.experiment import Experiment, Kind, hparams_of, run_table
 from experiments.kinds import rl
@@ -35,33 +35,23 @@ class CRLConfig(rl.RLConfigBase):
     repr_dim: int = option(64, "width of the embeddings φ(s, a) and ψ(g)")
     discount: float = option(0.99, "γ of the future-goal law P(Δ = k) ∝ γ^k")
     # The trajectory memory.
-    replay_capacity: int = option(160_000, "replay size in transitions over all envs (each env "
-                                  "keeps capacity / num_envs steps; JaxGCRL: 10,000 per env)")
-    min_replay: int = option(1600, "transitions stored before updates start")
+    # The trajectory memory: each env keeps replay_capacity / num_envs steps (JaxGCRL: 10,000).
+    replay_capacity: int = shared("replay_capacity", 160_000, rl.RLConfigBase)
+    min_replay: int = shared("min_replay", 1600, rl.RLConfigBase)
 
-    positive = rl.RLConfigBase.positive + ("repr_dim", "replay_capacity")
+    positive = rl.RLConfigBase.positive + ("repr_dim",)
 
     def check(self) -> None:
         super().check()
         if not self.goal_conditioned:
             raise ConfigError(f"env: crl needs a goal-conditioned env: {rl.GOAL_CONDITIONED}")
-        if self.reset == "cbp":
-            raise ConfigError("reset: 'cbp' is supervised-only for now; valid for RL: "
-                              + ", ".join(r for r in RESETS if r != "cbp"))
-        if self.regularizer == "ewc":
-            raise ConfigError("regularizer: 'ewc' is supervised-only for now")
-        if self.reset == "last_k" and not 1 <= self.reset_last_k <= len(self.hidden) + 1:
-            raise ConfigError(f"reset_last_k must be in 1..{len(self.hidden) + 1}")
         if not 0 < self.discount < 1:
             raise ConfigError(f"discount must lie in (0, 1), got {self.discount}")
-        if self.logsumexp_penalty < 0 or self.min_replay < 0:
-            raise ConfigError("logsumexp_penalty and min_replay must be >= 0")
+        if self.logsumexp_penalty < 0:
+            raise ConfigError("logsumexp_penalty must be >= 0")
         if self.replay_capacity < 2 * self.num_envs:
             raise ConfigError(f"replay_capacity ({self.replay_capacity}) must hold at least 2 "
                               f"steps per env ({2 * self.num_envs} with {self.num_envs} envs)")
-        if self.min_replay > self.replay_capacity:
-            raise ConfigError(f"min_replay ({self.min_replay}) exceeds replay_capacity "
-                              f"({self.replay_capacity}): updates would never start")
 
 
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from continual.agents import RLSpec
+from continual.interventions import RESETS
 from experiments.config import ConfigBase, ConfigError, option, shared
 from tasks.envs import brax as brax_envs
 from tasks.envs import brax_goals, pointmaze
@@ -20,10 +21,11 @@ from tasks.envs import brax_goals, pointmaze
 # Environments by source: Brax's (objective, physics and — for the Ant — goal families) and the
 # pure-JAX point-mass maze (its tasks are layouts or goal regions). Goal-conditioned ones have
 # observation = state ‖ goal.
-ENVS = tuple(brax_envs.ENVS) + ("pointmaze",)
+ENVS = tuple(brax_envs.ENVS) + tuple(brax_envs.GOAL_ENVS) + ("pointmaze",)
 FAMILIES = tuple(brax_envs.FAMILIES) + ("goals", "maze")
-GOAL_FAMILY_ENVS = ("ant",)
-GOAL_CONDITIONED = "pointmaze, or ant with --family goals or maze"
+FAMILY_ENVS = {"goals": ("ant", "reacher"), "maze": ("ant",)}
+GOAL_CONDITIONED = ("pointmaze, reacher with --family goals, or ant with --family goals or "
+                    "maze")
 
 
 @dataclass(frozen=True)
@@ -32,11 +34,13 @@ class RLConfigBase(ConfigBase):
     # a task-batched physics step and so a second compiled variant of the simulator.
 
     # What to train on.
-    env: str = option("halfcheetah", "environment: a Brax one, or the goal-conditioned "
-                      "pointmaze (pure JAX, fast on a CPU)", ENVS)
+    env: str = option("halfcheetah", "environment: a Brax one (reacher: goal-conditioned "
+                      "only, with --family goals), or the goal-conditioned pointmaze (pure "
+                      "JAX, fast on a CPU)", ENVS)
     family: str = option("objectives", "Brax envs: how tasks differ: objective (run "
                          "direction, target velocity), physics (gravity, friction, mass, "
-                         "actuator scales), goals (ant: goal-conditioned, one goal region per task) or maze "
+                         "actuator scales), goals (ant, reacher: goal-conditioned, one goal region per "
+                         "task) or maze "
                          "(ant: goal-conditioned, one maze layout of --mazes"
                          "per task)", FAMILIES)
     objective: str = option("direction", "objectives family: forward-velocity weights or "
@@ -54,8 +58,9 @@ class RLConfigBase(ConfigBase):
                           "halfcheetah and walker2d, mjx with the fast solver for ant and "
                           "hopper)", ("",) + brax_envs.BACKENDS)
     goal_regions: tuple = option(("circle",), "goals family: one goal region per task: "
-                                 + ", ".join(brax_goals.REGIONS) + " (circle: JaxGCRL's ant, "
-                                 "radius 10; the others its quadrants)")
+                                 + ", ".join(brax_goals.REGIONS) + " (circle: all directions, "
+                                 "at radius 10 for the ant as JaxGCRL's, 0.02–0.2 for the "
+                                 "reacher; the others its quadrants)")
     mazes: tuple = option(("u_maze",), "pointmaze and the ant maze family: one maze layout "
                           "per task (the same size "
                           "each): " + ", ".join(pointmaze.MAZES))
@@ -73,12 +78,14 @@ class RLConfigBase(ConfigBase):
                                 "World's default: old transitions carry the old task's "
                                 "rewards; with --reset full: a from-scratch reference run per "
                                 "task)")
+    replay_capacity: int = option(100_000, "replay size in transitions over all envs")
+    min_replay: int = option(1000, "transitions stored before updates start")
     env_steps_per_task: int = option(20_000, "environment steps (all envs) per task")
     eval_envs: int = option(4, "evaluation episodes per task at each log point")
     eval_length: int = option(0, "steps per evaluation episode (0 = episode_length)")
 
     positive = ConfigBase.positive + ("num_envs", "episode_length", "env_steps_per_task",
-                                      "eval_envs")
+                                      "eval_envs", "replay_capacity")
 
     @property
     def num_tasks(self) -> int:
@@ -117,9 +124,19 @@ class RLConfigBase(ConfigBase):
                 f"env steps ({self.num_envs} envs)")
 
     def check(self) -> None:
-        for name in ("updates_per_step", "eval_length"):
+        for name in ("updates_per_step", "eval_length", "min_replay"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.min_replay > self.replay_capacity:
+            raise ConfigError(f"min_replay ({self.min_replay}) exceeds replay_capacity "
+                              f"({self.replay_capacity}): updates would never start")
+        if self.reset == "cbp":
+            raise ConfigError("reset: 'cbp' is supervised-only for now; valid for RL: "
+                              + ", ".join(r for r in RESETS if r != "cbp"))
+        if self.regularizer == "ewc":
+            raise ConfigError("regularizer: 'ewc' is supervised-only for now")
+        if self.reset == "last_k" and not 1 <= self.reset_last_k <= len(self.hidden) + 1:
+            raise ConfigError(f"reset_last_k must be in 1..{len(self.hidden) + 1}")
         if self.env == "pointmaze" or self.family == "maze":
             if not self.mazes:
                 raise ConfigError("mazes needs at least one layout (one task per layout)")
@@ -131,11 +148,12 @@ class RLConfigBase(ConfigBase):
             if len(set(sizes.values())) > 1:
                 raise ConfigError("mazes: every layout of a sequence needs the same size, got "
                                   + ", ".join(f"{m} ({n})" for m, n in sizes.items()))
-        if self.env != "pointmaze" and self.family in ("goals", "maze"):
-            if self.env not in GOAL_FAMILY_ENVS:
+        if self.env in brax_envs.GOAL_ENVS and self.family != "goals":
+            raise ConfigError(f"env: {self.env} is goal-conditioned only: add --family goals")
+        if self.env != "pointmaze" and self.family in FAMILY_ENVS:
+            if self.env not in FAMILY_ENVS[self.family]:
                 raise ConfigError(f"family: {self.family} exists for "
-                                  f"{', '.join(GOAL_FAMILY_ENVS)}, "
-                                  f"not {self.env}")
+                                  f"{', '.join(FAMILY_ENVS[self.family])}, not {self.env}")
             unknown = [r for r in self.goal_regions if r not in brax_goals.REGIONS]
             if self.family == "goals" and (unknown or not self.goal_regions):
                 raise ConfigError(f"goal_regions: unknown region "
@@ -165,7 +183,8 @@ def env_sequence(cfg: RLConfigBase) -> brax_envs.EnvTaskSequence:
         return pointmaze.maze_sequence(cfg.mazes, dense=cfg.dense_reward)
     backend = cfg.backend or None
     if cfg.family == "goals":
-        return brax_goals.ant_goals(cfg.goal_regions, backend=backend, dense=cfg.dense_reward)
+        make = brax_goals.reacher_goals if cfg.env == "reacher" else brax_goals.ant_goals
+        return make(cfg.goal_regions, backend=backend, dense=cfg.dense_reward)
     if cfg.family == "maze":
         return brax_goals.ant_maze(cfg.mazes, backend=backend, dense=cfg.dense_reward)
     if cfg.family == "objectives":

@@ -12,7 +12,7 @@ from continual.agents import make_rl_train
 from continual.agents.sac import (TARGET_AGGS, ReplaySpec, SACSpec, layer_orders, make_reset,
                                   make_sac, make_sac_agent)
 from continual.agents.trajectory import HER_STRATEGIES, TrajectorySpec, make_her_memory
-from continual.interventions import RESETS, InterventionSpec
+from continual.interventions import InterventionSpec
 from continual.replay import EVICTIONS, SAMPLINGS
 from experiments.config import ConfigError, option
 from experiments.experiment import Experiment, Kind, hparams_of, run_table
@@ -32,7 +32,6 @@ class SACConfig(rl.RLConfigBase):
     tau: float = option(0.005, "Polyak rate of the target critic")
     reward_scale: float = option(1.0, "reward multiplier in the TD target")
     # Its replay.
-    replay_capacity: int = option(100_000, "replay buffer size in transitions")
     replay_eviction: str = option("fifo", "which stored transition a new one replaces: fifo, "
                                   "reservoir (Vitter's Algorithm R), random_replacement, "
                                   "coverage_max (Isele & Cosgun 2018, over observations)",
@@ -40,7 +39,6 @@ class SACConfig(rl.RLConfigBase):
     replay_sampling: str = option("uniform", "how batches are drawn: uniform, recent_mix "
                                   "(50:50 recent/uniform), reward (softmax of the reward)",
                                   SAMPLINGS)
-    min_replay: int = option(1000, "transitions in the buffer before updates start")
     val_every: int = option(10, "every N-th env step goes to the held-out buffer for "
                             "td_error_val (0 = off)")
     q_bias_keep: int = option(0, "first steps of each evaluation episode in q_bias (0 = 35% "
@@ -53,20 +51,13 @@ class SACConfig(rl.RLConfigBase):
     her_relabel: float = option(0.8, "share of a HER batch whose goal is relabelled (HER's "
                                 "k = 4)")
 
-    positive = rl.RLConfigBase.positive + ("num_critics", "replay_capacity")
+    positive = rl.RLConfigBase.positive + ("num_critics",)
 
     def check(self) -> None:
         super().check()
-        for name in ("min_replay", "val_every", "q_bias_keep"):
+        for name in ("val_every", "q_bias_keep"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.reset == "cbp":
-            raise ConfigError("reset: 'cbp' is supervised-only for now; valid for RL: "
-                              + ", ".join(r for r in RESETS if r != "cbp"))
-        if self.regularizer == "ewc":
-            raise ConfigError("regularizer: 'ewc' is supervised-only for now")
-        if self.reset == "last_k" and not 1 <= self.reset_last_k <= len(self.hidden) + 1:
-            raise ConfigError(f"reset_last_k must be in 1..{len(self.hidden) + 1}")
         if not 0 <= self.discount <= 1 or not 0 < self.tau <= 1:
             raise ConfigError("discount must be in [0, 1] and tau in (0, 1]")
         if self.her != "none":
@@ -81,9 +72,6 @@ class SACConfig(rl.RLConfigBase):
             if self.replay_capacity < 2 * self.num_envs:
                 raise ConfigError(f"replay_capacity ({self.replay_capacity}) must hold at "
                                   f"least 2 steps per env with her")
-        if self.min_replay > self.replay_capacity:
-            raise ConfigError(f"min_replay ({self.min_replay}) exceeds replay_capacity "
-                              f"({self.replay_capacity}): updates would never start")
 
 
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {

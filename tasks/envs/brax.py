@@ -87,6 +87,8 @@ ENVS = {
     "hopper": _EnvSpec("mjx", "reward_forward"),
     "walker2d": _EnvSpec("generalized", "reward_forward"),
 }
+# Envs only goal-conditioned sequences use (tasks.envs.brax_goals): no forward objective.
+GOAL_ENVS = {"reacher": _EnvSpec("generalized", "")}
 
 
 class EnvParams(NamedTuple):
@@ -134,7 +136,8 @@ def make_env(env_name: str, backend: Optional[str] = None, **env_kwargs):
     """The brax env for ``env_name`` on ``backend`` (default per ``ENVS``), fast solver for mjx."""
     from brax import envs
 
-    spec = ENVS[_check(env_name, tuple(ENVS), "env")]
+    known = {**ENVS, **GOAL_ENVS}
+    spec = known[_check(env_name, tuple(known), "env")]
     backend = _check(backend or spec.default_backend, BACKENDS, "backend")
     env = envs.get_environment(env_name, backend=backend, **env_kwargs)
     if backend == "mjx":  # static solver fields: set once here, never per task

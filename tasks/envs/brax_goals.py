@@ -1,6 +1,7 @@
 """Goal-conditioned Brax envs: an Ant that must reach goals drawn from a region, or goals in a
-maze, as continual task sequences over goal regions or maze layouts (REFERENCE.md §9 "Goals";
-JaxGCRL's ``ant`` and ``ant_u_maze`` / ``ant_big_maze``).
+maze, and a Reacher whose target is the goal, as continual task sequences over goal regions or
+maze layouts (REFERENCE.md §9 "Goals"; JaxGCRL's ``ant``, ``ant_u_maze`` / ``ant_big_maze`` and
+``reacher``).
 
 The physics is Brax's own Ant (its bundled XML, via :func:`tasks.envs.brax.make_env`, with the
 current torso position kept in the observation), so every task runs under one compilation: a
@@ -22,6 +23,15 @@ touches nothing). The walls collide with the Ant's feet (Brax's Ant lets only it
 world). The Ant starts at the centre of the layout's first ``R`` cell (the task's ``init_q``) and
 goals are the centres of its ``G`` cells, drawn uniformly.
 
+Reacher (:func:`reacher_goals`): Brax's two-link Reacher whose target is the goal, drawn at
+reset from the task's region at radius :data:`REACHER_RADIUS` (from 0.02, where the folded arm's
+tip can still reach, to 0.2, Brax's own target disk) and written into the target's slide joints.
+State (8) = cos θ (2) ‖ sin θ (2) ‖ θ̇ (2) ‖ fingertip x, y (2), goal indices ``(6, 7)``, reached
+within 0.05 (JaxGCRL's reacher threshold); no termination (the time limit ends episodes).
+JaxGCRL's reacher observes the tip's 3-D position and velocity instead of the joint velocities
+(its state has 10 entries); the arm's state is the same information up to the tip's height,
+which is constant.
+
 Differences from JaxGCRL's Ant (its own XML at 6dccab2): no visual target body (JaxGCRL's adds a
 body with two slide joints, so its ``q`` has 2 more entries and its simulation a little more
 work), Brax's default backend choice of plax (``mjx`` with the fast solver; JaxGCRL defaults to
@@ -40,14 +50,16 @@ from tasks.envs import brax as brax_envs
 from tasks.envs import pointmaze
 from tasks.envs.base import EnvTaskSequence, GoalSpace
 
-ANT_RADIUS = 10.0
+# Goal regions by name: annulus sectors [angle_low, angle_high) around the start; each env
+# gives the radii (the Ant: JaxGCRL's radius-10 circle; the Reacher: its arm's reach).
 REGIONS = {
-    "circle": (0.0, 2 * math.pi, ANT_RADIUS, ANT_RADIUS),
-    "ne": (0.0, 0.5 * math.pi, ANT_RADIUS, ANT_RADIUS),
-    "nw": (0.5 * math.pi, math.pi, ANT_RADIUS, ANT_RADIUS),
-    "sw": (math.pi, 1.5 * math.pi, ANT_RADIUS, ANT_RADIUS),
-    "se": (1.5 * math.pi, 2 * math.pi, ANT_RADIUS, ANT_RADIUS),
+    "circle": (0.0, 2 * math.pi),
+    "ne": (0.0, 0.5 * math.pi),
+    "nw": (0.5 * math.pi, math.pi),
+    "sw": (math.pi, 1.5 * math.pi),
+    "se": (1.5 * math.pi, 2 * math.pi),
 }
+ANT_RADIUS = 10.0
 ANT_STATE_SIZE = 29
 THRESHOLD = 0.5
 
@@ -68,13 +80,15 @@ class GoalState(NamedTuple):
     done: jax.Array
 
 
-def regions(names: Sequence[str]) -> GoalRegion:
-    """The ``[T]`` params of a sequence of named regions (:data:`REGIONS`)."""
+def regions(names: Sequence[str], radius: tuple[float, float] = (ANT_RADIUS, ANT_RADIUS)
+            ) -> GoalRegion:
+    """The ``[T]`` params of a sequence of named regions (:data:`REGIONS`) at goal distances
+    ``radius = (low, high)`` from the start."""
     unknown = [n for n in names if n not in REGIONS]
     if unknown or not names:
         raise ValueError(f"unknown goal region {unknown[0] if unknown else None!r}; valid: "
                          f"{', '.join(REGIONS)}")
-    columns = zip(*(REGIONS[n] for n in names))
+    columns = zip(*(REGIONS[n] + tuple(radius) for n in names))
     return GoalRegion(*(jnp.asarray(c, jnp.float32) for c in columns))
 
 
@@ -113,6 +127,56 @@ def ant_goals(region_names: Sequence[str] = ("circle",), *, backend: Optional[st
 
     return EnvTaskSequence(f"ant-goals-{env.backend}", env, params, reset, step,
                            len(region_names), ANT_STATE_SIZE + 2, int(env.action_size),
+                           goals=goals)
+
+
+# ----------------------------------------------------------------------------- reacher
+
+REACHER_RADIUS = (0.02, 0.2)
+REACHER_STATE_SIZE = 8
+REACHER_THRESHOLD = 0.05
+FINGERTIP = 0.11  # the fingertip's offset along the second link (Brax's reacher.xml)
+
+
+def reacher_goals(region_names: Sequence[str] = ("circle",), *,
+                  backend: Optional[str] = None, dense: bool = False) -> EnvTaskSequence:
+    """The goal-conditioned Reacher over a sequence of goal regions (see the module docstring)."""
+    from brax import base
+    from brax.envs.base import State
+
+    params = regions(region_names, REACHER_RADIUS)
+    env = brax_envs.make_env("reacher", backend)
+    goals = GoalSpace(REACHER_STATE_SIZE, (6, 7), REACHER_THRESHOLD, dense)
+    tip_offset = base.Transform.create(pos=jnp.array([FINGERTIP, 0.0, 0.0]))
+
+    def observe(pipeline_state, goal):
+        theta, theta_dot = pipeline_state.q[:2], pipeline_state.qd[:2]
+        tip = pipeline_state.x.take(1).do(tip_offset).pos[:2]
+        return jnp.concatenate([jnp.cos(theta), jnp.sin(theta), theta_dot, tip, goal])
+
+    def reset(task: GoalRegion, key) -> GoalState:
+        # Brax's reset noise on the arm (uniform ±0.1 rad, ±0.005 rad/s); the target's joints
+        # hold the goal, at rest.
+        k_q, k_qd, k_goal = jax.random.split(key, 3)
+        goal = sample_goal(task, k_goal)
+        q = env.sys.init_q + jax.random.uniform(k_q, (env.sys.q_size(),), minval=-0.1,
+                                                maxval=0.1)
+        qd = jax.random.uniform(k_qd, (env.sys.qd_size(),), minval=-0.005, maxval=0.005)
+        pipeline_state = env.pipeline_init(q.at[2:].set(goal), qd.at[2:].set(0.0))
+        zero = jnp.zeros(())
+        inner = State(pipeline_state, env._get_obs(pipeline_state), zero, zero,
+                                {"reward_dist": zero, "reward_ctrl": zero})
+        return GoalState(inner, observe(pipeline_state, goal), zero, zero)
+
+    def step(task: GoalRegion, state: GoalState, action) -> GoalState:
+        del task  # the goal was drawn at reset
+        inner = env.step(state.inner, action)
+        obs = observe(inner.pipeline_state, state.obs[REACHER_STATE_SIZE:])
+        return GoalState(inner, obs, goals.reward(obs[:REACHER_STATE_SIZE],
+                                                  obs[REACHER_STATE_SIZE:]), inner.done)
+
+    return EnvTaskSequence(f"reacher-goals-{env.backend}", env, params, reset, step,
+                           len(region_names), REACHER_STATE_SIZE + 2, int(env.action_size),
                            goals=goals)
 
 

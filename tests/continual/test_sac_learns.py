@@ -1,32 +1,16 @@
 """SAC learns HalfCheetah running forward well above a random policy (slow: minutes)."""
-import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from experiments import experiment, registry
 from experiments.registry import from_preset
 from metrics import rl
-from tasks.base import task_slice
+from toy_rl import random_rollout
 
 
 def random_policy_return(seq, episodes: int, length: int) -> float:
-    task = task_slice(seq.params, 0)
-
-    @jax.jit
-    def rollout(key):
-        k_reset, k_act = jax.random.split(key)
-        env = jax.vmap(seq.reset, (None, 0))(task, jax.random.split(k_reset, episodes))
-
-        def body(env, k):
-            a = jax.random.uniform(k, (episodes, seq.action_size), minval=-1, maxval=1)
-            nxt = jax.vmap(seq.step, (None, 0, 0))(task, env, a)
-            return nxt, (nxt.reward, nxt.done)
-
-        _, (reward, done) = jax.lax.scan(body, env, jax.random.split(k_act, length))
-        return jnp.mean(rl.episode_return(reward, done))
-
-    return float(rollout(jax.random.key(123)))
+    steps = random_rollout(seq, episodes, length)
+    return float(jnp.mean(rl.episode_return(steps.reward, steps.done)))
 
 
 @pytest.mark.slow

@@ -1,8 +1,5 @@
 """Property test: random overrides to `plax run` either give a valid config or a clean error
 (exit status 2 with a message), never a traceback."""
-import argparse
-
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

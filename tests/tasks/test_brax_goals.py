@@ -19,12 +19,45 @@ def test_goals_fall_inside_their_region(name):
                                                         jax.random.split(jax.random.key(0), 500))
     radius = np.linalg.norm(goals, axis=1)
     angle = np.mod(np.arctan2(goals[:, 1], goals[:, 0]), 2 * math.pi)
-    low, high, r_low, r_high = brax_goals.REGIONS[name]
-    np.testing.assert_allclose(radius, 10.0, rtol=1e-5)
-    assert r_low == r_high == 10.0
+    low, high = brax_goals.REGIONS[name]
+    np.testing.assert_allclose(radius, 10.0, rtol=1e-5)  # the Ant's default radius
     assert np.all((angle >= low - 1e-5) & (angle <= high + 1e-5))
     if name == "circle":  # the whole circle: every quadrant visited
         assert len(np.unique(np.floor(angle / (math.pi / 2)))) == 4
+
+
+def test_reacher_goals_fill_the_annulus_of_the_arms_reach():
+    region = task_slice(brax_goals.regions(["sw"], brax_goals.REACHER_RADIUS), 0)
+    goals = jax.vmap(brax_goals.sample_goal, (None, 0))(region,
+                                                        jax.random.split(jax.random.key(1), 500))
+    radius = np.linalg.norm(goals, axis=1)
+    assert radius.min() >= 0.02 - 1e-6 and radius.max() <= 0.2 + 1e-6
+    assert radius.max() - radius.min() > 0.15  # spread over the annulus, not one circle
+    assert np.all((goals[:, 0] <= 1e-6) & (goals[:, 1] <= 1e-6))  # the SW quadrant
+
+
+@pytest.mark.slow
+def test_reacher_tip_starts_near_the_stretched_arm_and_reward_is_success_within_005():
+    """The state's fingertip is the forward kinematics of the two links (0.1 and 0.11 m) from
+    the observed angles; the goal is the target's position; reward is 1 exactly within 0.05."""
+    seq = brax_goals.reacher_goals(["circle"])
+    assert (seq.observation_size, seq.action_size) == (10, 2)
+    task = task_slice(seq.params, 0)
+    state = jax.jit(jax.vmap(seq.reset, (None, 0)))(task, jax.random.split(jax.random.key(0), 8))
+    step = jax.jit(jax.vmap(seq.step, (None, 0, 0)))
+    for i in range(3):
+        state = step(task, state, jnp.full((8, 2), 0.5))
+        obs = np.asarray(state.obs)
+        cos, sin = obs[:, 0:2], obs[:, 2:4]
+        theta0, theta01 = np.arctan2(sin[:, 0], cos[:, 0]), np.arctan2(sin[:, 1], cos[:, 1])
+        tip = np.stack([0.1 * np.cos(theta0) + 0.11 * np.cos(theta0 + theta01),
+                        0.1 * np.sin(theta0) + 0.11 * np.sin(theta0 + theta01)], 1)
+        np.testing.assert_allclose(obs[:, 6:8], tip, atol=2e-3)
+        target = np.asarray(state.inner.pipeline_state.x.pos[:, 2, :2])
+        np.testing.assert_allclose(obs[:, 8:], target, atol=1e-5)  # the target stays put
+        np.testing.assert_array_equal(
+            state.reward, (np.linalg.norm(obs[:, 6:8] - obs[:, 8:], axis=1) < 0.05)
+            .astype(np.float32))
 
 
 def test_unknown_regions_name_the_valid_ones():
