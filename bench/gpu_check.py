@@ -1,7 +1,7 @@
 """What only a GPU can show, in one table and at most 8 minutes on one GPU (issue 17, item 6).
 
 Sections (``--sections`` runs a subset; they run in the order of ``SECTIONS`` — seeds,
-diagnostics, sac — each with a time budget in seconds; an item that would not fit in what is
+diagnostics, crl, sac — each with a time budget in seconds; an item that would not fit in what is
 left of its section's budget is reported as skipped, and no section runs past ``--limit``):
 
 * ``seeds`` — per-seed wall time per training step of 1, 8, 64 and 256 vmapped seeds, and its
@@ -21,7 +21,13 @@ left of its section's budget is reported as skipped, and no section runs past ``
   training (acting, replay insertion, one update of batch 256 per step of all envs, SAC
   256-256), and their ratio, with ``bench/rl_throughput.py``'s own ``stepping`` and ``training``
   drivers (the RL loop's ``run_interval``, ``continual.agents.loop``).
-* (the contrastive-RL and world-model rates join ``SECTIONS`` below when those issues land.)
+* ``crl`` — contrastive goal-conditioned RL at JaxGCRL's Ant benchmark setting (issue 12,
+  benchmark 4): the goal-conditioned Ant (spring backend, JaxGCRL's ``ant``), 256 envs, batch
+  256, 2 × 256 networks, 16 updates per step of all envs (JaxGCRL's 1 per 16 transitions, with
+  episodes of 993 steps so that its ratio is a whole number), one seed, through
+  ``bench/crl_vs_jaxgcrl.py``'s driver: env steps/s with updates after the first interval, and
+  the minutes 10M env steps take at that rate (JaxGCRL: about 10 on a V100; target ≤ 5).
+* (the world-model rates join ``SECTIONS`` below when that issue lands.)
 
 The device kind and the jax version are printed first. The table (columns: section, setting,
 measure, value, unit/ratio) is printed as markdown at the end and written to ``--out`` as CSV
@@ -76,6 +82,7 @@ import jax  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 import diagnostics_overhead as DO  # noqa: E402
+import crl_vs_jaxgcrl as CV  # noqa: E402
 import rl_throughput as RL  # noqa: E402
 import throughput as TP  # noqa: E402
 
@@ -182,6 +189,7 @@ class Sizes(NamedTuple):
     sac_steps: int              # steps of all envs per timing
     sac_hidden: tuple
     sac_batch: int
+    crl: argparse.Namespace     # bench/crl_vs_jaxgcrl.py's sizes
     diagnostics: object         # ClassifierConfig, diagnostics section
 
 
@@ -198,10 +206,12 @@ def sizes(smoke: bool) -> Sizes:
     short = lambda c: dataclasses.replace(c, num_tasks=2, log_every=c.steps_per_task)  # noqa: E731
     quick, mnist = short(quick).validate(), short(mnist).validate()
     if smoke:
-        return Sizes((1, 4), quick, mnist, (2000, 1000), 8, 10, (32, 32), 32,
+        crl = argparse.Namespace(envs=8, episode_length=101, unroll=25, batch=32, intervals=2)
+        return Sizes((1, 4), quick, mnist, (2000, 1000), 8, 10, (32, 32), 32, crl,
                      diag.validate())
+    crl = argparse.Namespace(envs=256, episode_length=993, unroll=62, batch=256, intervals=3)
     return Sizes((1, 8, 64, 256), quick, mnist, (60000, 10000), 2048, 200, (256, 256), 256,
-                 diag.validate())
+                 crl, diag.validate())
 
 
 _MNIST: dict = {}
@@ -342,17 +352,29 @@ def section_diagnostics(args, sz: Sizes, budget: Budget, report: Report) -> None
 
 # --------------------------------------------------------------------------------------------
 # The sections, in order, with their time budgets in seconds on one GPU (together with start-up
-# they stay under 8 minutes). The CRL and world-model rates join HERE when those issues land:
+# they stay under 8 minutes). The world-model rates join HERE when that issue lands:
 # write ``section_<name>(args, sizes, budget, report)`` like the ones above (compile reported on
 # its own, steady state after a warm-up, rows through ``report.add``), give it a budget and add
 # one entry; shrink the others' budgets so that the sum stays under --limit.
 # --------------------------------------------------------------------------------------------
 
+def section_crl(args, sz: Sizes, budget: Budget, report: Report) -> None:
+    """CRL on the goal-conditioned Ant at JaxGCRL's setting: env steps/s, minutes per 10M."""
+    c = sz.crl
+    setting = (f"ant goals (spring), {c.envs} envs, batch {c.batch}, "
+               f"{CV.updates_per_step(c)} updates/step, 256-256")
+    log(f"crl: {setting}: building, compiling, prefill interval, {c.intervals} timed")
+    out = CV.plax(c, 1)
+    report.add("crl", setting, "training (with updates)", out["sps"], "env steps/s")
+    report.add("crl", setting, "10M env steps at this rate", 1e7 / out["sps"] / 60, "min")
+    report.add("crl", setting, "first interval (compile + prefill)", out["first_s"], "s")
+
+
 SECTIONS: dict[str, tuple[Callable, float]] = {
-    "seeds": (section_seeds, 170.0),
-    "diagnostics": (section_diagnostics, 80.0),
-    "sac": (section_sac, 190.0),  # last: its compile time is the least predictable
-    # "crl": (section_crl, ...),                 # contrastive goal-conditioned RL: env steps/s
+    "seeds": (section_seeds, 150.0),
+    "diagnostics": (section_diagnostics, 70.0),
+    "crl": (section_crl, 100.0),
+    "sac": (section_sac, 160.0),  # last: its compile time is the least predictable
     # "world-model": (section_world_model, ...), # world-model agent: env steps/s, model updates/s
 }
 

@@ -58,7 +58,8 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "maze-quick": (
         "CPU-sized goal-conditioned RL: CRL in the point-mass U-maze, sparse success reward, "
         "16 envs, 48k env steps, 4 updates per step of all envs (1 per 4 transitions), 64-64 "
-        "networks, learning rate 1e-3, 2 seeds (solved in about 30k steps; ~2 min on 2 cores)",
+        "networks, learning rate 1e-3, 2 seeds (measured: seed 0 solves it by 14k steps, "
+        "seed 1 not within 48k; 100 s on 2 cores)",
         dict(env="pointmaze", mazes=("u_maze",), num_envs=16, episode_length=100,
              env_steps_per_task=48_000, log_every=4_800, updates_per_step=4, batch_size=256,
              hidden=(64, 64), learning_rate=(1e-3,), replay_capacity=48_000,
@@ -70,6 +71,17 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         "what is forgotten); otherwise maze-quick",
         dict(env="pointmaze", mazes=("room_ne", "room_sw", "room_nw", "room_se"), num_envs=16,
              episode_length=100, env_steps_per_task=24_000, log_every=4_800,
+             updates_per_step=4, batch_size=256, hidden=(64, 64), learning_rate=(1e-3,),
+             replay_capacity=48_000, min_replay=3_200, eval_envs=8, probe_examples=128,
+             seeds=2),
+    ),
+    "reacher-quick": (
+        "CPU-sized goal-conditioned RL on physics: CRL on Brax's Reacher, targets anywhere in "
+        "the arm's reach (0.02-0.2 m), reached within 0.05, sparse reward; otherwise "
+        "maze-quick (3 min on 2 cores; read time near the goal: a flailing arm already "
+        "sweeps through most targets)",
+        dict(env="reacher", family="goals", goal_regions=("circle",), num_envs=16,
+             episode_length=100, env_steps_per_task=48_000, log_every=4_800,
              updates_per_step=4, batch_size=256, hidden=(64, 64), learning_rate=(1e-3,),
              replay_capacity=48_000, min_replay=3_200, eval_envs=8, probe_examples=128,
              seeds=2),
