@@ -137,7 +137,9 @@ def _unit_masks(feature_mask: jax.Array, units: int, layer: str) -> tuple[jax.Ar
 
 def not_anchor(path: tuple) -> bool:
     """Default ``opt_filter``: every params-shaped subtree except one held in a field or key named
-    ``anchor`` (the θ₀ / θ* of :mod:`plasticity.regularizers`)."""
+    ``anchor`` (the θ₀ / θ* of :mod:`plasticity.regularizers`). EWC's Fisher diagonal is zeroed
+    where weights are reset, by design: it measured the importance of weights that no longer
+    exist, and kept it would pull the fresh weights back to θ*."""
     if not path:
         return True
     last = path[-1]

@@ -9,7 +9,10 @@
 * :mod:`continual.agents.trajectory` — trajectory replay with future-goal relabelling (CRL) and
   hindsight relabelling (HER); :mod:`continual.agents.relabel` — the relabelling offsets;
 * :mod:`continual.agents.policy` — the tanh-Gaussian policy head and
-  :mod:`continual.agents.optim` — the optimizer steps the actor-critic agents share.
+  :mod:`continual.agents.optim` — the optimizer steps the actor-critic agents share;
+* :mod:`continual.agents.dreamer_ops` — the numerical building blocks of a DreamerV3-style
+  world-model agent (symlog, two-hot, unimix, free-nats KL, λ-returns); the agent is not built
+  yet.
 
 A new agent goes here as one module whose builder returns an :class:`Agent`.
 """

@@ -191,6 +191,32 @@ def test_reset_optimizer_entries_keeps_regularizer_anchors_by_default():
     assert all(np.all(x == 0) for x in jax.tree_util.tree_leaves(everything[0].anchor))
 
 
+def test_a_reset_releases_reset_weights_from_ewc_but_keeps_the_rest_consolidated():
+    """EWC's Fisher is params-shaped state too: a reset zeroes it where the weights were reset
+    (their consolidated importance was about weights that no longer exist, and a kept F would
+    pull the fresh weights back to θ*), keeps it elsewhere, and keeps the anchor θ* whole."""
+    from plasticity import regularizers
+
+    net = make_network("mlp", (5,), 3, hidden=(4,))
+    params = _init(net, 0)
+    tx = optax.chain(regularizers.ewc(1.0), optax.adam(1e-3))
+    fisher = jax.tree_util.tree_map(lambda x: jnp.full(x.shape, 2.0), params)
+    opt = regularizers.consolidate(tx.init(params), params, fisher)
+    # Reset the output layer (a head reset): its weights' entries, no others.
+    mask = jax.tree_util.tree_map_with_path(
+        lambda path, x: jnp.full(x.shape, "out" in jax.tree_util.keystr(path)), params)
+    new = reset_optimizer_entries(opt, params, mask)
+    (ewc_old,), (ewc_new,) = ([x for x in jax.tree_util.tree_leaves(
+        o, is_leaf=lambda n: isinstance(n, regularizers.EWCState))
+        if isinstance(x, regularizers.EWCState)] for o in (opt, new))
+    leaves = jax.tree_util.tree_leaves
+    for old_a, new_a in zip(leaves(ewc_old.anchor), leaves(ewc_new.anchor)):
+        np.testing.assert_array_equal(new_a, old_a)
+    for f, m in zip(leaves(ewc_new.fisher), leaves(mask)):
+        np.testing.assert_array_equal(f, np.where(m, 0.0, 2.0))
+    assert any(np.all(m) for m in leaves(mask)) and not all(np.all(m) for m in leaves(mask))
+
+
 def test_reset_optimizer_entries_opt_filter_keeps_other_subtrees():
     net = make_network("mlp", (5,), 3, hidden=(4,))
     params = _init(net, 0)
