@@ -82,6 +82,10 @@ def test_report_redraws_a_crl_run(crl_run, capsys):
     (["--energy", "euclid"], ["energy: unknown value 'euclid'", "norm, l2, dot, cosine"]),
     (["--contrastive-loss", "nce"], ["fwd, bwd, sym, binary_nce"]),
     (["--min-replay", "999999"], ["updates would never start"]),
+    (["--env", "reacher"], ["reacher is goal-conditioned only", "--family goals"]),
+    (["--env", "reacher", "--family", "maze"], ["reacher is goal-conditioned only"]),
+    (["--env", "ant", "--family", "goals", "--goal-regions", "north"],
+     ["unknown region 'north'", "circle, ne, nw, sw, se"]),
 ])
 def test_bad_crl_settings_are_named(argv, words, capsys):
     assert main(["run", "maze-quick", *argv, "--out", "/nonexistent/never-written"]) == 2
