@@ -11,8 +11,9 @@
 * :mod:`continual.agents.policy` — the tanh-Gaussian policy head and
   :mod:`continual.agents.optim` — the optimizer steps the actor-critic agents share;
 * :mod:`continual.agents.dreamer_ops` — the numerical building blocks of a DreamerV3-style
-  world-model agent (symlog, two-hot, unimix, free-nats KL, λ-returns); the agent is not built
-  yet.
+  world-model agent (symlog, two-hot, unimix, free-nats KL, λ-returns), and
+  :mod:`continual.agents.sequence` — its sequence replay (chunks of transitions under every
+  :mod:`continual.replay` rule); the agent itself is not built yet.
 
 A new agent goes here as one module whose builder returns an :class:`Agent`.
 """

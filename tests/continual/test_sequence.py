@@ -1,0 +1,90 @@
+"""Sequence replay (continual.agents.sequence): rows are the loop's transitions, chunks of T
+rows per env enter the buffer together every T steps, is_first follows the episodes (and marks a
+sampled chunk's start), the final observation stays on its last row, and the buffer's rules
+apply per chunk."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from continual.agents.base import EnvStep
+from continual.agents.sequence import SequenceSpec, chunk_starts, make_sequence_memory
+
+E, T, OBS, ACT = 2, 3, 1, 1
+
+
+def _steps(n: int, last_at: dict[int, set]):
+    """Env e's observation at step i is 100·e + i; env e's episode ends after the steps in
+    ``last_at[e]`` (terminating where the step is even, else a time limit)."""
+    out = []
+    for i in range(n):
+        obs = jnp.array([[100.0 * e + i] for e in range(E)])
+        last = jnp.array([i in last_at.get(e, set()) for e in range(E)])
+        discount = jnp.where(last & (i % 2 == 0), 0.0, 1.0)
+        out.append(EnvStep(obs, obs / 10, jnp.full(E, float(i)), discount, obs + 0.5, last, ()))
+    return out
+
+
+def _fill(spec, steps):
+    memory = make_sequence_memory(spec, E, OBS, ACT)
+    store = jax.jit(memory.store)
+    mem = memory.init()
+    for i, step in enumerate(steps):
+        mem = store(mem, step, jax.random.key(i), jnp.int32(i))
+    assert store._cache_size() == 1
+    return memory, mem
+
+
+def test_chunks_hold_the_transitions_with_episode_flags_and_their_start():
+    memory, mem = _fill(SequenceSpec(T, capacity=8, batch_size=4),
+                        _steps(7, {0: {1}, 1: {4}}))
+    buf = mem.buffer
+    assert int(buf.size) == 4  # steps 0-2 and 3-5, two envs each; step 6 is still staged
+    items = jax.tree.map(np.asarray, buf.items)
+    # Slot order: (chunk 0, env 0), (chunk 0, env 1), (chunk 1, env 0), (chunk 1, env 1).
+    np.testing.assert_array_equal(items.obs[:4, :, 0], [[0, 1, 2], [100, 101, 102],
+                                                        [3, 4, 5], [103, 104, 105]])
+    np.testing.assert_array_equal(items.next_obs[0, :, 0], [0.5, 1.5, 2.5])
+    np.testing.assert_array_equal(items.reward[2], [3, 4, 5])
+    np.testing.assert_array_equal(items.start[:4], [0, 0, 3, 3])
+    # Env 0's episode ends after step 1 (odd: a time limit, so it continues); env 1's after
+    # step 4 (even: a termination, cont 0). o_t is a first observation at step 0 and after.
+    np.testing.assert_array_equal(items.is_first[0], [True, False, True])
+    np.testing.assert_array_equal(items.is_first[3], [False, False, True])
+    np.testing.assert_array_equal(items.last[3], [False, True, False])
+    np.testing.assert_array_equal(items.cont[3], [1, 0, 1])
+    np.testing.assert_array_equal(items.cont[0], [1, 1, 1])
+    starts, valid = chunk_starts(mem)
+    np.testing.assert_array_equal(np.asarray(valid), [True] * 4 + [False] * 4)
+    assert bool(memory.ready(mem))
+
+
+def test_a_sampled_chunk_starts_fresh_and_fifo_keeps_the_newest_chunks():
+    memory, mem = _fill(SequenceSpec(T, capacity=2, batch_size=16, min_chunks=2),
+                        _steps(9, {}))
+    np.testing.assert_array_equal(np.asarray(mem.buffer.items.start), [6, 6])  # the last fill
+    batch = memory.sample(mem, jax.random.key(0))
+    assert batch.obs.shape == (16, T, OBS) and batch.start.shape == (16,)
+    assert bool(jnp.all(batch.is_first[:, 0])) and not bool(jnp.any(batch.is_first[:, 1:]))
+    obs, valid = memory.probe(mem, jax.random.key(1), 5)
+    assert obs.shape == (5, OBS) and bool(jnp.all(valid))
+    cleared = memory.clear(mem)
+    assert int(cleared.buffer.size) == 0 and not bool(memory.ready(cleared))
+
+
+def test_reservoir_keeps_old_chunks_and_reward_sampling_prefers_rewarding_chunks():
+    _, mem = _fill(SequenceSpec(T, capacity=2, batch_size=4, eviction="reservoir"),
+                   _steps(30, {}))
+    assert int(mem.buffer.count_seen) == 20 and int(mem.buffer.size) == 2
+    memory, mem = _fill(SequenceSpec(T, capacity=4, batch_size=2000, sampling="reward"),
+                        _steps(6, {}))
+    batch = memory.sample(mem, jax.random.key(2))
+    # Chunk rewards sum to 0+1+2 = 3 and 3+4+5 = 12: P ∝ exp(score) puts ~all mass on the later.
+    assert float(jnp.mean(batch.start == 3)) > 0.99
+
+
+def test_coverage_max_and_bad_sizes_are_refused_with_the_valid_rules():
+    with pytest.raises(ValueError, match="valid: reservoir, fifo, random_replacement"):
+        make_sequence_memory(SequenceSpec(T, 4, 2, eviction="coverage_max"), E, OBS, ACT)
+    with pytest.raises(ValueError, match="length >= 2"):
+        make_sequence_memory(SequenceSpec(1, 4, 2), E, OBS, ACT)
