@@ -20,7 +20,7 @@ Continual-Dreamer's windows do). Each chunk keeps the loop's env-step index of i
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
