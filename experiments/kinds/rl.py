@@ -41,7 +41,7 @@ class RLConfigBase(ConfigBase):
                          "direction, target velocity), physics (gravity, friction, mass, "
                          "actuator scales), goals (ant, reacher: goal-conditioned, one goal region per "
                          "task) or maze "
-                         "(ant: goal-conditioned, one maze layout of --mazes"
+                         "(ant: goal-conditioned, one maze layout of --mazes "
                          "per task)", FAMILIES)
     objective: str = option("direction", "objectives family: forward-velocity weights or "
                             "target velocities", brax_envs.KINDS)

@@ -24,8 +24,9 @@ world). The Ant starts at the centre of the layout's first ``R`` cell (the task'
 goals are the centres of its ``G`` cells, drawn uniformly.
 
 Reacher (:func:`reacher_goals`): Brax's two-link Reacher whose target is the goal, drawn at
-reset from the task's region at radius :data:`REACHER_RADIUS` (from 0.02, where the folded arm's
-tip can still reach, to 0.2, Brax's own target disk) and written into the target's slide joints.
+reset from the task's region at radius :data:`REACHER_RADIUS` (from 0.02, just beyond the
+closest the tip comes to the base, 0.018 with the elbow at its ±3 rad limit, to 0.2, Brax's own
+target disk) and written into the target's slide joints.
 State (8) = cos θ (2) ‖ sin θ (2) ‖ θ̇ (2) ‖ fingertip x, y (2), goal indices ``(6, 7)``, reached
 within 0.05 (JaxGCRL's reacher threshold); no termination (the time limit ends episodes).
 JaxGCRL's reacher observes the tip's 3-D position and velocity instead of the joint velocities
