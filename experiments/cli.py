@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a run of the same sequence trained task by task from scratch "
                              "(e.g. the same preset with --reset full --reset-replay true, or "
                              "--reset full for supervised runs): prints forward transfer "
-                             "ft_auc_gap (and ft_auc_cw for accuracies; Continual World)")
+                             "ft_auc_gap (and ft_auc_cw for accuracies, Continual World's; "
+                             "ft_auc_cd for performance in [0, 1], Continual-Dreamer's)")
     sinks.add_arguments(report, export=True)
 
     sub.add_parser("list", help="show presets, data sets, diagnostics and every choice")
@@ -386,7 +387,7 @@ def _cmd_report(args) -> int:
     if args.reference:
         reference, _ = results.load(args.reference)
         ft = results.forward_transfer(table, reference)
-        cols = [c for c in ("ft_auc_gap", "ft_auc_cw") if c in ft.columns]
+        cols = [c for c in ("ft_auc_gap", "ft_auc_cw", "ft_auc_cd") if c in ft.columns]
         ft = ft.join(per_run["diverged"])
         print(f"\nforward transfer against {args.reference} (mean [95% CI] over seeds):")
         print(report.format_summary(results.aggregate(ft, report.setting_columns(table), cols)))

@@ -13,7 +13,10 @@
   goal-conditioned RL adds the training success rate and the contrastive critic's accuracy,
   logits and logsumexp);
 * ``curves_<metric>.png`` — the readout's other per-task metrics over training, like the
-  accuracy curves (goal-conditioned RL: ``curves_eval_time_near_goal.png``).
+  accuracy curves (goal-conditioned RL: ``curves_eval_time_near_goal.png``; world models:
+  ``curves_buffer_tasks.png``, the replay buffer's task composition);
+* ``matrix_<metric>.png`` — per-task losses as matrices like R (world models: ``wm_recon``,
+  ``wm_reward``, ``wm_kl`` on each task's probe set: world-model forgetting).
 
 The table's readout (found from its performance metric) says what "accuracy" reads as: for RL
 runs "return" throughout, the same plots over the return matrix; for goal-conditioned RL the
@@ -165,16 +168,18 @@ def _is_sequential(spans: pd.DataFrame) -> bool:
     return spans["task"].tolist() == list(range(len(spans)))
 
 
-def plot_r_matrix(df: pd.DataFrame, path: Path) -> None:
-    """Mean R per setting: one row per visit (``init``, ``after v3 (task 1)``, ...)."""
+def plot_r_matrix(df: pd.DataFrame, path: Path, metric: str | None = None,
+                  label: str | None = None) -> None:
+    """Mean R per setting (or the matrix of another per-task ``metric``): one row per visit
+    (``init``, ``after v3 (task 1)``, ...)."""
     groups = _groups(df)
     spans = results.visit_spans(df)
     labelled = len(spans) < 30
     height = max(3.8, 0.22 * (len(spans) + 1) + 1.8) if labelled else 3.8
     fig, axes = plt.subplots(1, len(groups), figsize=(4.6 * len(groups), height), squeeze=False)
     for ax, (label, g) in zip(axes[0], groups):
-        R, _ = results.r_matrix(g)
-        bounds = {"vmin": 0, "vmax": 1} if results.readout(df).bounded else {}
+        R, _ = results.r_matrix(g, metric)
+        bounds = {"vmin": 0, "vmax": 1} if results.readout(df).bounded and not metric else {}
         im = ax.imshow(np.nanmean(R, axis=0), cmap="viridis", aspect="auto", **bounds)
         ax.set_xlabel("evaluated task")
         if R.shape[-1] <= 20:
@@ -184,7 +189,7 @@ def plot_r_matrix(df: pd.DataFrame, path: Path) -> None:
         else:
             ax.set_ylabel("after visit (0 = init)")
         ax.set_title(label, fontsize=9)
-        fig.colorbar(im, ax=ax, label=_performance_label(df))
+        fig.colorbar(im, ax=ax, label=label or _performance_label(df))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -393,6 +398,10 @@ def make_plots(df: pd.DataFrame, out_dir: str | Path) -> list[Path]:
         if (df["metric"] == metric).any():
             paths.append(out_dir / f"curves_{metric}.png")
             plot_accuracy_curves(df, paths[-1], metric, label)
+    for metric, label in read.matrices:
+        if (df["metric"] == metric).any():
+            paths.append(out_dir / f"matrix_{metric}.png")
+            plot_r_matrix(df, paths[-1], metric, label)
     if read.figure and read.panels:
         paths.append(out_dir / read.figure)
         plot_signals(df, paths[-1])

@@ -251,6 +251,17 @@ def ft_auc_cw(auc, auc_ref) -> np.ndarray:
         return np.mean((auc - ref) / (1.0 - ref), axis=-1)
 
 
+def ft_auc_cd(auc, auc_ref) -> np.ndarray:
+    """Continual-Dreamer's forward transfer (Kessler et al. 2023; skezle/continual-dreamer,
+    ``notebooks/metrics.py``), ``[...]``: ``FT = mean_i (AUC_i − AUC_i^ref) / (1 − AUC_i)`` —
+    normalised by the *continual* run's own gap to 1, where Continual World divides by the
+    reference's. Its curves are returns clipped below at 0 before the AUC (pass AUCs of
+    clipped curves); meaningful for performance in [0, 1] (Minigrid returns, success)."""
+    auc, ref = np.asarray(auc, np.float64), np.asarray(auc_ref, np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.mean((auc - ref) / (1.0 - auc), axis=-1)
+
+
 def ft_auc_gap(auc, auc_ref) -> np.ndarray:
     """Forward transfer in the metric's own units (e.g. return): ``mean_i (AUC_i −
     AUC_i^ref)``, ``[...]`` — Continual World's numerator without its [0, 1] normalisation."""

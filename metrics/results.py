@@ -136,11 +136,16 @@ class Readout(NamedTuple):
     # Other per-task metrics drawn over training like the performance: (metric, axis label),
     # one figure ``curves_<metric>.png`` each.
     curves: tuple[tuple[str, str], ...] = ()
+    # Per-task *losses* read as matrices like R (metric, label): ``matrix_<metric>.png`` and the
+    # summary's ``<metric>_forgetting`` (final loss minus the loss right after the task's last
+    # visit, mean over tasks but the final one: its rise is forgetting). World models: the
+    # reconstruction, reward and KL losses on each task's probe set.
+    matrices: tuple[tuple[str, str], ...] = ()
 
     @property
     def signals(self) -> set[str]:
         return ({m for panel in self.panels for m in panel} | set(self.quiet)
-                | {m for m, _ in self.curves})
+                | {m for m, _ in self.curves} | {m for m, _ in self.matrices})
 
 
 ACCURACY = Readout("eval_acc", "train_acc", "acc", "accuracy", "gradient step", True,
@@ -154,9 +159,20 @@ RETURN = Readout("eval_return", "episode_return", "return", "return", "environme
                  figure="rl.png",
                  panels=(("episode_return", "eval_return_current"), ("q_estimate", "mc_return"),
                          ("q_bias", "q_bias_norm"), ("td_error_val", "td_error_train"),
-                         ("alpha",), ("entropy",), ("critic_loss",), ("actor_loss",)),
+                         ("alpha",), ("entropy", "explore_entropy"),
+                         ("critic_loss", "explore_critic_loss"),
+                         ("actor_loss", "explore_actor_loss"),
+                         # World models (Dreamer): model losses, imagined returns, Plan2Explore.
+                         ("model_loss",), ("model_recon", "model_reward"),
+                         ("model_dyn", "model_kl"), ("return", "value"),
+                         ("intrinsic_reward", "ensemble_loss")),
                  quiet=("q_bias_abs", "q_bias_sq", "td_error_gap", "alpha_loss", "q_mean",
-                        "episodes"))
+                        "episodes", "model_cont", "model_rep", "return_scale", "explore_return",
+                        "explore_value", "explore_return_scale"),
+                 curves=(("buffer_tasks", "share of the replay buffer"),),
+                 matrices=(("wm_recon", "world-model reconstruction loss"),
+                           ("wm_reward", "world-model reward loss"),
+                           ("wm_kl", "world-model KL (posterior ‖ prior)")))
 # Goal-conditioned RL: the success rate is the per-task performance (REFERENCE §9 "Metrics");
 # return, time near goal and final distance are logged per task beside it.
 SUCCESS = Readout("eval_success", "episode_success", "success", "success rate",
@@ -171,7 +187,8 @@ SUCCESS = Readout("eval_success", "episode_success", "success", "success rate",
                           ("q_bias", "q_bias_norm"), ("td_error_val", "td_error_train"),
                           ("alpha",), ("entropy",), ("critic_loss",), ("actor_loss",)),
                   quiet=RETURN.quiet + ("eval_return", "eval_final_distance"),
-                  curves=(("eval_time_near_goal", "steps near the goal"),))
+                  curves=(("eval_time_near_goal", "steps near the goal"),) + RETURN.curves,
+                  matrices=RETURN.matrices)
 # In priority order: a table with several per-task metrics is read by the first listed here.
 READOUTS: dict[str, Readout] = {r.performance: r for r in (ACCURACY, SUCCESS, RETURN)}
 
@@ -229,11 +246,13 @@ def visit_tasks(df: pd.DataFrame) -> np.ndarray:
     return visit_spans(df)["task"].to_numpy(int)
 
 
-def performance_array(df: pd.DataFrame, steps=None) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    """``P[run, i, j]``: the performance (:func:`performance_metric`) on evaluated task ``j`` at
-    log step ``steps[i]`` (default: every log step, 0 included, ascending); NaN where not
-    evaluated. Returns ``(P, steps, runs)`` with the run table (index ``run``)."""
-    ev = df[df["metric"] == performance_metric(df)]
+def performance_array(df: pd.DataFrame, steps=None, metric: str | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """``P[run, i, j]``: the performance (:func:`performance_metric`, or another per-task
+    ``metric``) on evaluated task ``j`` at log step ``steps[i]`` (default: every log step, 0
+    included, ascending); NaN where not evaluated. Returns ``(P, steps, runs)`` with the run
+    table (index ``run``)."""
+    ev = df[df["metric"] == (metric or performance_metric(df))]
     steps = np.sort(ev["step"].unique()) if steps is None else np.asarray(steps)
     ev = ev[ev["step"].isin(steps)]
     runs = ev[run_columns(df)].drop_duplicates("run").set_index("run").sort_index()
@@ -246,9 +265,10 @@ def performance_array(df: pd.DataFrame, steps=None) -> tuple[np.ndarray, np.ndar
     return P, steps, runs
 
 
-def r_matrix(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+def r_matrix(df: pd.DataFrame, metric: str | None = None) -> tuple[np.ndarray, pd.DataFrame]:
     """The performance matrix ``R[run, v, j]``, ``[runs, S+1, T]``, and the run table:
-    accuracy, or return for RL (:func:`performance_metric`), one row per visit.
+    accuracy, or return for RL (:func:`performance_metric`; or any per-task ``metric``, e.g. a
+    world model's probe losses), one row per visit.
 
     Row 0 is the evaluation at initialisation; row ``v ≥ 1`` the evaluation at the last log
     point of visit ``v-1`` (:func:`visit_spans`; :func:`visit_tasks` gives the task of each
@@ -256,8 +276,14 @@ def r_matrix(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     ``k`` is "after training task ``k-1``".
     """
     ends = visit_spans(df)["end_step"].to_numpy()
-    R, _, runs = performance_array(df, np.r_[0, ends])
+    R, _, runs = performance_array(df, np.r_[0, ends], metric)
     return R, runs
+
+
+def matrix_metrics(df: pd.DataFrame) -> list[str]:
+    """The readout's loss matrices the table holds (:attr:`Readout.matrices`)."""
+    present = set(df["metric"].unique())
+    return [m for m, _ in readout(df).matrices if m in present]
 
 
 def task_auc(df: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
@@ -281,7 +307,8 @@ def forward_transfer(df: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     """Per run of ``df``: forward transfer against ``reference``, a table of the same sequence
     trained task by task from scratch (e.g. ``--reset full --reset-replay true``; its AUCs are
     averaged over its runs): ``ft_auc_gap`` always, ``ft_auc_cw`` when the performance is an
-    accuracy (in [0, 1])."""
+    accuracy (in [0, 1]), and Continual-Dreamer's ``ft_auc_cd`` when the performance, clipped
+    at 0, lies in [0, 1] (:func:`metrics.continual.ft_auc_cd`)."""
     auc, runs = task_auc(df)
     ref_auc, _ = task_auc(reference)
     if ref_auc.shape[1] != auc.shape[1]:
@@ -291,6 +318,13 @@ def forward_transfer(df: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
     out["ft_auc_gap"] = continual.ft_auc_gap(auc, ref)
     if readout(df).bounded:
         out["ft_auc_cw"] = continual.ft_auc_cw(auc, ref)
+    perf = performance_metric(df)
+    clipped = [t.assign(value=np.where(t["metric"] == perf, t["value"].clip(lower=0.0),
+                                       t["value"])) for t in (df, reference)]
+    if all(t.loc[t["metric"] == perf, "value"].max() <= 1.0 for t in clipped):
+        # Performance in [0, 1] (after clipping returns at 0, as Continual-Dreamer does).
+        cd_auc, cd_ref = task_auc(clipped[0])[0], np.nanmean(task_auc(clipped[1])[0], axis=0)
+        out["ft_auc_cd"] = continual.ft_auc_cd(cd_auc, cd_ref)
     return out
 
 
@@ -339,6 +373,10 @@ def summarize_runs(df: pd.DataFrame) -> pd.DataFrame:
     # return of the training episodes).
     online = df[df["metric"] == read.online]
     table["acc_online"] = online.groupby("run")["value"].mean().reindex(table.index)
+    for metric in matrix_metrics(df):
+        # A loss: its rise after the task is forgetting (the negative of forgetting_last).
+        L, _ = r_matrix(df, metric)
+        table[f"{metric}_forgetting"] = -continual.forgetting_last(L, tasks)
     table = table.join(divergence(df))
     # A diverged run's accuracies are not averaged into anything: blank them.
     metric_cols = [c for c in table.columns if c not in runs.columns and not c.startswith("diverged")]
@@ -352,7 +390,7 @@ SUMMARY_METRICS = ACCURACY.summary
 
 
 def summary_metrics(df: pd.DataFrame) -> tuple[str, ...]:
-    return readout(df).summary
+    return readout(df).summary + tuple(f"{m}_forgetting" for m in matrix_metrics(df))
 
 
 def aggregate(per_run: pd.DataFrame, by: list[str], metrics=SUMMARY_METRICS,

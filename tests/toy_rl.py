@@ -9,7 +9,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from continual.agents import Agent, Memory
+from continual.agents import Agent, Memory, memoryless
 from tasks.base import task_slice
 from tasks.envs import EnvTaskSequence
 
@@ -71,8 +71,8 @@ def random_agent(observation_size: int, action_size: int, batch_size: int) -> Ag
     def update(state, batch, hparams, key):
         return state + 1.0, {"loss": jnp.mean(jnp.abs(batch.obs))}
 
-    return Agent(init=lambda key, hparams: jnp.zeros(()), act=act,
-                 act_mode=lambda state, obs: jnp.zeros((obs.shape[0], action_size)),
+    act, act_mode = memoryless(act, lambda state, obs: jnp.zeros((obs.shape[0], action_size)))
+    return Agent(init=lambda key, hparams: jnp.zeros(()), act=act, act_mode=act_mode,
                  update=update, memory=memory, evaluate=lambda state, obs, action: {},
                  measure=lambda state, memory, rollout, key: {
                      "updates": state, "rollout_reward": jnp.mean(rollout.reward)},

@@ -17,7 +17,7 @@
 
 A new agent goes here as one module whose builder returns an :class:`Agent`.
 """
-from continual.agents.base import Agent, EnvStep, Memory, Rollout
+from continual.agents.base import Agent, EnvStep, Memory, Rollout, memoryless
 from continual.agents.loop import RLSpec, make_rl_train
 
-__all__ = ["Agent", "EnvStep", "Memory", "Rollout", "RLSpec", "make_rl_train"]
+__all__ = ["Agent", "EnvStep", "Memory", "Rollout", "RLSpec", "make_rl_train", "memoryless"]

@@ -6,7 +6,11 @@ truncation vs termination, the simulator blow-up guard, the evaluation of ``act_
 task at each log point, the divergence freeze, interval logs, and interventions on a schedule or
 at task boundaries. An agent owns
 
-* how it acts (``act`` while training, ``act_mode`` when evaluated),
+* how it acts (``act`` while training, ``act_mode`` when evaluated), with a per-env policy
+  *carry* for recurrent agents (a world model's latent state and previous action): the loop
+  keeps it beside the env state and restarts it from ``carry_init`` wherever an episode ends, so
+  the step that sees an episode's first observation starts from the initial carry (an agent
+  without one uses :func:`memoryless`),
 * what it stores and replays (its :class:`Memory`: single transitions for SAC, trajectories with
   goals for goal-conditioned RL, fixed-length sequence chunks for a world model),
 * how it learns from a batch of its own memory (``update``),
@@ -36,6 +40,7 @@ class EnvStep(NamedTuple):
     next_obs: jax.Array   # [E, obs]
     last: jax.Array       # [E] bool
     act_info: Any         # what ``act`` returned besides the action (SAC: log π)
+    task: Any = 0         # [] the task the envs run (a buffer's task composition)
 
 
 class Rollout(NamedTuple):
@@ -64,8 +69,10 @@ class Memory(NamedTuple):
 
 class Agent(NamedTuple):
     init: Callable[[jax.Array, Any], Any]                       # (key, hparams) -> state
-    act: Callable[[Any, jax.Array, jax.Array], tuple[jax.Array, Any]]  # -> (action, act_info)
-    act_mode: Callable[[Any, jax.Array], jax.Array]             # evaluation policy
+    # (state, carry, obs [E, obs], key) -> (action [E, act], act_info, carry)
+    act: Callable[[Any, Any, jax.Array, jax.Array], tuple[jax.Array, Any, Any]]
+    # (state, carry, obs) -> (action, carry): the evaluation policy
+    act_mode: Callable[[Any, Any, jax.Array], tuple[jax.Array, Any]]
     # One gradient update: (state, batch, hparams, key) -> (state, info of scalars)
     update: Callable[[Any, Any, Any, jax.Array], tuple[Any, dict]]
     memory: Memory
@@ -77,3 +84,17 @@ class Agent(NamedTuple):
     features: Callable[[Any, jax.Array], dict]
     params: Callable[[Any], Any]          # the parameters checked for divergence
     loss_keys: tuple[str, ...]            # update infos whose non-finite value is divergence
+    # (num envs) -> the policy carry of that many envs at an episode's start (leaves [E, ...])
+    carry_init: Callable[[int], Any] = lambda n: ()
+
+
+def memoryless(act: Callable, act_mode: Callable) -> tuple[Callable, Callable]:
+    """:attr:`Agent.act` and :attr:`Agent.act_mode` of a policy without a carry, from
+    ``act(state, obs, key) -> (action, act_info)`` and ``act_mode(state, obs) -> action``."""
+    def act_(state, carry, obs, key):
+        return (*act(state, obs, key), carry)
+
+    def act_mode_(state, carry, obs):
+        return act_mode(state, obs), carry
+
+    return act_, act_mode_

@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import optax
 
 from continual.agents import contrastive, policy
-from continual.agents.base import Agent, Memory
+from continual.agents.base import Agent, Memory, memoryless
 from continual.agents.optim import net_optimizer, scalar_adam, temperature_step
 from continual.agents.trajectory import GoalBatch
 from continual.classifier import TrainState
@@ -239,7 +239,8 @@ def make_crl_agent(crl: CRL, memory: Memory) -> Agent:
         out = crl.features(state, obs)
         return {name: (getattr(state, name), out[name]) for name in ("actor", "phi", "psi")}
 
-    return Agent(init=crl.init, act=crl.act, act_mode=crl.act_mode, update=crl.update,
+    act, act_mode = memoryless(crl.act, crl.act_mode)
+    return Agent(init=crl.init, act=act, act_mode=act_mode, update=crl.update,
                  memory=memory, evaluate=lambda state, obs, action: {},
                  measure=lambda state, memory_, rollout, key: {}, features=features,
                  params=lambda state: (state.actor.params, state.phi.params, state.psi.params),

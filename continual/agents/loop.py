@@ -6,10 +6,10 @@ Nesting, as on the supervised side (DESIGN.md, principle 2)::
     vmap(runs) → scan(schedule: log intervals) → scan(env steps) → scan(updates)
 
 One *env step* steps all ``num_envs`` environments once (``num_envs`` transitions, handed to the
-agent's memory as one :class:`continual.agents.EnvStep`) and is followed by ``updates_per_step``
-gradient updates on batches the agent samples from its own memory (Brax's convention; the replay
-ratio in updates per transition is ``updates_per_step / num_envs``). Updates start once the
-memory is ``ready``.
+agent's memory as one :class:`continual.agents.EnvStep`) and, every ``update_every``-th of them,
+is followed by ``updates_per_step`` gradient updates on batches the agent samples from its own
+memory (Brax's convention; the replay ratio in updates per transition is ``updates_per_step /
+(update_every · num_envs)``). Updates start once the memory is ``ready``.
 
 What the loop owns, for every agent (:class:`continual.agents.Agent` holds what differs):
 
@@ -24,6 +24,9 @@ What the loop owns, for every agent (:class:`continual.agents.Agent` holds what 
   reset state per env, drawn afresh at every switch of the schedule, announced or hidden). A
   time-limit truncation keeps ``discount = 1`` (the critic bootstraps); a termination sets it
   to 0.
+  The agent's policy carry (:attr:`continual.agents.Agent.carry_init`: a recurrent agent's
+  latent state and previous action) restarts with the episode, so the step that sees a first
+  observation never reads the previous episode's state.
 * Simulator blow-ups: a non-finite observation or reward ends the episode as a termination with
   reward 0, is counted (``env_nonfinite``) and reaches memory with ``next_obs = obs``.
 * Interventions (``intervention(state, obs, hparams, key) -> state``, e.g. a reset): between
@@ -79,6 +82,7 @@ class RLSpec:
     log_every: int
     episode_length: int = 1000
     updates_per_step: int = 1
+    update_every: int = 1         # vector steps between update rounds (fractional replay ratios)
     eval_envs: int = 4
     eval_length: int = 1000
     probe_examples: int = 256
@@ -87,7 +91,7 @@ class RLSpec:
 
     def __post_init__(self):
         for name in ("num_envs", "steps_per_task", "log_every", "episode_length", "eval_envs",
-                     "eval_length", "probe_examples"):
+                     "eval_length", "probe_examples", "update_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.updates_per_step < 0 or self.intervention_every < 0:
@@ -107,6 +111,7 @@ class RLCarry(NamedTuple):
     updates: jax.Array  # gradient updates so far (the intervention schedule)
     env: Any            # env state, leaves [E, ...]
     first: Any          # the envs' reset states for the current task (auto-reset target)
+    policy: Any         # the agent's per-env policy carry (restarted where an episode ends)
     ep_step: jax.Array  # [E] steps into the current episode
     ep_return: jax.Array  # [E] return so far of the current episode
     ep_success: jax.Array  # [E] the current episode reached its goal (goal-conditioned sources)
@@ -169,18 +174,22 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
             k_reset, k_roll = jax.random.split(k)
 
             def body(carry, _):
-                env, kk = carry
+                env, policy, kk = carry
                 kk, k_act = jax.random.split(kk)
-                sampled, act_info = agent.act(state, env.obs, k_act)
-                action = jnp.where(is_stochastic, sampled, agent.act_mode(state, env.obs))
+                sampled, act_info, p_sampled = agent.act(state, policy, env.obs, k_act)
+                mode, p_mode = agent.act_mode(state, policy, env.obs)
+                action, policy = jax.tree.map(lambda a, b: jnp.where(is_stochastic, a, b),
+                                              (sampled, p_sampled), (mode, p_mode))
                 record = agent.evaluate(state, env.obs, action)
                 nxt = step_many(task, env, action)
                 blown = _blown(nxt)
-                return (nxt, kk), (Rollout(record, jnp.where(blown, 0.0, nxt.reward),
-                                           jnp.where(blown, 1.0, nxt.done), act_info),
-                                   goal_distance(nxt.obs))
+                return (nxt, policy, kk), (Rollout(record, jnp.where(blown, 0.0, nxt.reward),
+                                                   jnp.where(blown, 1.0, nxt.done), act_info),
+                                           goal_distance(nxt.obs))
 
-            _, out = jax.lax.scan(body, (reset_envs(task, k_reset, spec.eval_envs), k_roll),
+            # Only each env's first episode is measured: no restart (of env or carry) needed.
+            _, out = jax.lax.scan(body, (reset_envs(task, k_reset, spec.eval_envs),
+                                         agent.carry_init(spec.eval_envs), k_roll),
                                   length=spec.eval_length)
             return out
 
@@ -234,8 +243,8 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
         env = reset_envs(task_slice(task_params, 0), k_env, spec.num_envs)
         zeros = jnp.zeros(spec.num_envs)
         carry = RLCarry(state, memory.init(), jnp.zeros((), jnp.int32), env, env,
-                        zeros.astype(jnp.int32), zeros, zeros.astype(bool), key,
-                        jnp.zeros((), jnp.int32),
+                        agent.carry_init(spec.num_envs), zeros.astype(jnp.int32), zeros,
+                        zeros.astype(bool), key, jnp.zeros((), jnp.int32),
                         jnp.zeros((), jnp.int32), jnp.zeros((), bool))
         return carry, measure(carry, 0, task_params, k_measure)
 
@@ -249,7 +258,8 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
             def new_task(c: RLCarry) -> RLCarry:
                 env = reset_envs(task_slice(task_params, entry.task), k_env, spec.num_envs)
                 zeros = jnp.zeros(spec.num_envs)
-                return c._replace(env=env, first=env, ep_step=zeros.astype(jnp.int32),
+                return c._replace(env=env, first=env, policy=agent.carry_init(spec.num_envs),
+                                  ep_step=zeros.astype(jnp.int32),
                                   ep_return=zeros, ep_success=zeros.astype(bool),
                                   env_task=entry.task)
 
@@ -269,7 +279,7 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
 
     def env_step(carry: RLCarry, task, hparams: HParams, step_index):
         key, k_act, k_add, k_upd = jax.random.split(carry.key, 4)
-        action, act_info = agent.act(carry.agent, carry.env.obs, k_act)
+        action, act_info, policy = agent.act(carry.agent, carry.policy, carry.env.obs, k_act)
         nxt = step_many(task, carry.env, action)
         # A simulator blow-up (possible with MJX's fast solver settings) ends the episode as a
         # termination with reward 0 and is counted; it never reaches memory as NaN.
@@ -282,13 +292,17 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
         ep_success = carry.ep_success | (goal_distance(nxt.obs) < threshold)
         finished = done | (ep_step >= spec.episode_length)
         step = EnvStep(carry.env.obs, action, reward, 1.0 - done.astype(jnp.float32),
-                       jnp.where(blown[:, None], carry.env.obs, nxt.obs), finished, act_info)
+                       jnp.where(blown[:, None], carry.env.obs, nxt.obs), finished, act_info,
+                       carry.env_task)
         mem = memory.store(carry.memory, step, k_add, step_index)
         episodes = jnp.sum(finished)
         returns = jnp.sum(jnp.where(finished, ep_return, 0.0))
         successes = jnp.sum(finished & ep_success)
         carry = carry._replace(
-            env=_where(finished, carry.first, nxt), ep_step=jnp.where(finished, 0, ep_step),
+            env=_where(finished, carry.first, nxt),
+            # The next step sees a first observation: it starts from the initial carry.
+            policy=_where(finished, agent.carry_init(spec.num_envs), policy),
+            ep_step=jnp.where(finished, 0, ep_step),
             ep_return=jnp.where(finished, 0.0, ep_return),
             ep_success=ep_success & ~finished, memory=mem, key=key)
 
@@ -304,7 +318,7 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
                                    lambda s: s, new)
             return (new, updates), info
 
-        ready = memory.ready(carry.memory)
+        ready = memory.ready(carry.memory) & (step_index % spec.update_every == 0)
         (state, updates), infos = jax.lax.scan(
             lambda x, k: jax.lax.cond(ready, one_update, lambda x_, k_: (x_, zero_info), x, k),
             (carry.agent, carry.updates), jax.random.split(k_upd, spec.updates_per_step))

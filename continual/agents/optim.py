@@ -33,8 +33,11 @@ class NetOptimizer(NamedTuple):
     def init(self, net: Network, key, hparams: HParams) -> TrainState:
         """Fresh parameters of ``net`` with their optimizer state (θ₀ kept for diagnostics)."""
         init_key, reg_key = jax.random.split(key)
-        params = net.init(init_key)
-        return TrainState(params, self.transform(hparams, reg_key).init(params), params,
+        return self.wrap(net.init(init_key), reg_key, hparams)
+
+    def wrap(self, params, key, hparams: HParams) -> TrainState:
+        """A train state around given parameters (θ₀ = them) with a fresh optimizer state."""
+        return TrainState(params, self.transform(hparams, key).init(params), params,
                           jnp.zeros((), jnp.int32))
 
     def step(self, state: TrainState, grads, hparams: HParams, key) -> tuple[TrainState, Any]:

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 
 from continual import replay
 from continual.agents import policy as tanh_gaussian
-from continual.agents.base import Agent, EnvStep, Memory, Rollout
+from continual.agents.base import Agent, EnvStep, Memory, Rollout, memoryless
 from continual.agents.optim import net_optimizer, scalar_adam, temperature_step
 from continual.classifier import TrainState
 from continual.optimizers import HParams
@@ -389,7 +389,8 @@ def _agent(sac: SAC, memory: Memory, q_bias_keep: int, td_errors: Callable) -> A
         member0 = jax.tree.map(lambda a: a[0], state.critic)
         return {"actor": (state.actor, out["actor"]), "critic": (member0, out["critic"])}
 
-    return Agent(init=sac.init, act=sac.act, act_mode=sac.act_mode, update=sac.update,
+    act, act_mode = memoryless(sac.act, sac.act_mode)
+    return Agent(init=sac.init, act=act, act_mode=act_mode, update=sac.update,
                  memory=memory,
                  evaluate=lambda state, obs, action: {"q": sac.q_value(state, obs, action)},
                  measure=measure, features=features,

@@ -16,7 +16,14 @@ to train the continue head on termination only.
 Every ``length`` steps the ``E`` staged chunks (one per env) go into the buffer at once. A
 sampled chunk's first row is marked ``is_first`` (a chunk starts from a fresh latent state, as
 Continual-Dreamer's windows do). Each chunk keeps the loop's env-step index of its first row
-(``start``), from which the host maps chunks to tasks (the buffer's task composition).
+(``start``) and the task it was collected on (``task``: the buffer's task composition,
+:func:`task_composition`). ``coverage_max`` eviction embeds a chunk as its mean observation,
+L2-normalised (Continual-Dreamer embeds an episode with a random untrained network; a chunk's
+mean observation is the parameter-free choice).
+
+Besides the buffer, the memory keeps a fixed **probe set** per task: the first
+``probe_chunks`` chunks collected on each task, never evicted, on which a world model's losses
+are measured after every log interval (world-model forgetting, a matrix like the return matrix).
 """
 from __future__ import annotations
 
@@ -27,9 +34,6 @@ import jax.numpy as jnp
 
 from continual import replay
 from continual.agents.base import EnvStep, Memory
-
-SEQUENCE_EVICTIONS = tuple(e for e in replay.EVICTIONS if e != "coverage_max")
-
 
 class Chunk(NamedTuple):
     """Rows of transitions: leaves ``[T, ...]`` (one chunk) or ``[B, T, ...]`` (a batch)."""
@@ -42,6 +46,7 @@ class Chunk(NamedTuple):
     is_first: jax.Array  # o_t starts an episode (or, in a sampled batch, the chunk)
     last: jax.Array      # the episode ends after this step
     start: jax.Array     # [] / [B]: the loop's env-step index of the chunk's first row
+    task: jax.Array      # [] / [B]: the task the chunk was collected on
 
 
 class SequenceSpec(NamedTuple):
@@ -51,6 +56,8 @@ class SequenceSpec(NamedTuple):
     eviction: str = "fifo"
     sampling: str = "uniform"
     min_chunks: int = 1      # chunks stored before updates start
+    num_tasks: int = 1       # tasks of the sequence (probe sets)
+    probe_chunks: int = 0    # chunks kept per task as its fixed probe set
 
 
 class SequenceState(NamedTuple):
@@ -58,27 +65,53 @@ class SequenceState(NamedTuple):
     position: jax.Array      # next row of the staging chunks
     first: jax.Array         # [E]: the next stored o_t starts an episode
     buffer: replay.ReservoirState
+    probes: Chunk            # leaves [tasks, probe_chunks, T, ...]: the first chunks of each task
+    probe_count: jax.Array   # [tasks] probe chunks held per task
 
 
 def make_sequence_memory(spec: SequenceSpec, num_envs: int, observation_size: int,
                          action_size: int) -> Memory:
     """A :class:`Memory` of ``spec.length``-step chunks of ``num_envs`` envs' transitions."""
-    if spec.eviction not in SEQUENCE_EVICTIONS:
-        raise ValueError(f"unknown or unsupported eviction {spec.eviction!r} for sequence "
-                         f"replay; valid: {', '.join(SEQUENCE_EVICTIONS)} (coverage_max needs a "
-                         "chunk embedding, not built yet)")
+    if spec.eviction not in replay.EVICTIONS:
+        raise ValueError(f"unknown eviction {spec.eviction!r}; valid: "
+                         f"{', '.join(replay.EVICTIONS)}")
     if spec.length < 2 or spec.capacity < 1 or spec.batch_size < 1 or spec.min_chunks < 1:
         raise ValueError(f"need length >= 2 and capacity, batch_size, min_chunks >= 1: {spec}")
-    buffer = replay.make_buffer(spec.capacity, spec.eviction, spec.sampling)
+    if spec.num_tasks < 1 or spec.probe_chunks < 0:
+        raise ValueError(f"need num_tasks >= 1 and probe_chunks >= 0: {spec}")
+    coverage = spec.eviction == "coverage_max"
+    buffer = replay.make_buffer(spec.capacity, spec.eviction, spec.sampling,
+                                embed_dim=observation_size if coverage else None)
     t = spec.length
     one = Chunk(jnp.zeros((t, observation_size)), jnp.zeros((t, action_size)), jnp.zeros(t),
                 jnp.zeros(t), jnp.zeros((t, observation_size)), jnp.zeros(t, bool),
-                jnp.zeros(t, bool), jnp.zeros((), jnp.int32))
+                jnp.zeros(t, bool), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
     def init() -> SequenceState:
         staging = jax.tree.map(lambda x: jnp.zeros((num_envs,) + x.shape, x.dtype), one)
+        probes = jax.tree.map(
+            lambda x: jnp.zeros((spec.num_tasks, spec.probe_chunks) + x.shape, x.dtype), one)
         return SequenceState(staging, jnp.zeros((), jnp.int32), jnp.ones(num_envs, bool),
-                             buffer.init(one))
+                             buffer.init(one), probes, jnp.zeros(spec.num_tasks, jnp.int32))
+
+    def keep_probes(mem: SequenceState, staging: Chunk, task) -> SequenceState:
+        """The staged chunks fill the task's probe slots still free (the rest is dropped)."""
+        count = mem.probe_count[task]
+        slots = count + jnp.arange(num_envs)
+        slots = jnp.where(slots < spec.probe_chunks, slots, spec.probe_chunks)  # out: dropped
+        probes = jax.tree.map(lambda p, x: p.at[task, slots].set(x, mode="drop"), mem.probes,
+                              staging)
+        added = jnp.minimum(num_envs, spec.probe_chunks - count)
+        return mem._replace(probes=probes, probe_count=mem.probe_count.at[task].add(added))
+
+    def add(mem: SequenceState, staging: Chunk, key, task) -> SequenceState:
+        extras = {"scores": jnp.sum(staging.reward, -1)}
+        if coverage:
+            mean = jnp.mean(staging.obs, axis=1)
+            extras["embeddings"] = mean / jnp.maximum(
+                jnp.linalg.norm(mean, axis=-1, keepdims=True), 1e-6)
+        mem = mem._replace(buffer=buffer.add(mem.buffer, staging, key, **extras))
+        return keep_probes(mem, staging, task) if spec.probe_chunks else mem
 
     def store(mem: SequenceState, step: EnvStep, key, index) -> SequenceState:
         p = mem.position
@@ -86,13 +119,13 @@ def make_sequence_memory(spec: SequenceSpec, num_envs: int, observation_size: in
                step.last)
         staged = mem.staging
         fields = [f.at[:, p].set(r.astype(f.dtype)) for f, r in zip(staged[:7], row)]
-        start = jnp.where(p == 0, jnp.full(num_envs, index, jnp.int32), staged.start)
-        staging = Chunk(*fields, start)
+        fresh = p == 0
+        start = jnp.where(fresh, jnp.full(num_envs, index, jnp.int32), staged.start)
+        task = jnp.where(fresh, jnp.full(num_envs, step.task, jnp.int32), staged.task)
+        staging = Chunk(*fields, start, task)
         full = p == t - 1
-        buf = jax.lax.cond(full, lambda b: buffer.add(b, staging, key,
-                                                      scores=jnp.sum(staging.reward, -1)),
-                           lambda b: b, mem.buffer)
-        return SequenceState(staging, jnp.where(full, 0, p + 1), step.last, buf)
+        mem = mem._replace(staging=staging, position=jnp.where(full, 0, p + 1), first=step.last)
+        return jax.lax.cond(full, lambda m: add(m, staging, key, task[0]), lambda m: m, mem)
 
     def sample(mem: SequenceState, key) -> Chunk:
         batch = buffer.sample(mem.buffer, key, spec.batch_size)
@@ -110,16 +143,23 @@ def make_sequence_memory(spec: SequenceSpec, num_envs: int, observation_size: in
         chunks = jax.random.randint(k_chunk, (n,), 0, jnp.maximum(mem.buffer.size, 1))
         rows = jax.random.randint(k_row, (n,), 0, t)
         obs = mem.buffer.items.obs[chunks, rows]
-        return obs, jnp.broadcast_to(mem.buffer.size > 0, (n,))
+        return obs, mem.buffer.size > 0
 
     return Memory(init, store, sample, ready, clear, probe)
 
 
 def chunk_starts(mem: SequenceState) -> tuple[jax.Array, jax.Array]:
-    """The env-step index of every stored chunk's first row and which slots hold one: the
-    host maps them to tasks through the schedule (the buffer's task composition)."""
+    """The env-step index of every stored chunk's first row and which slots hold one."""
     return mem.buffer.items.start, mem.buffer.stamps >= 0
 
 
+def task_composition(mem: SequenceState, num_tasks: int) -> jax.Array:
+    """``[num_tasks]``: the fraction of stored chunks collected on each task (zeros while
+    empty)."""
+    held = (mem.buffer.stamps >= 0).astype(jnp.float32)
+    counts = jnp.zeros(num_tasks).at[mem.buffer.items.task].add(held)
+    return counts / jnp.maximum(jnp.sum(held), 1.0)
+
+
 __all__ = ["Chunk", "SequenceSpec", "SequenceState", "make_sequence_memory", "chunk_starts",
-           "SEQUENCE_EVICTIONS"]
+           "task_composition"]

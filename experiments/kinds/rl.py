@@ -16,12 +16,14 @@ from continual.agents import RLSpec
 from continual.interventions import RESETS
 from experiments.config import ConfigBase, ConfigError, option, shared
 from tasks.envs import brax as brax_envs
-from tasks.envs import brax_goals, pointmaze
+from tasks.envs import brax_goals, grid, pointmaze
 
 # Environments by source: Brax's (objective, physics and — for the Ant — goal families) and the
 # pure-JAX point-mass maze (its tasks are layouts or goal regions). Goal-conditioned ones have
 # observation = state ‖ goal.
-ENVS = tuple(brax_envs.ENVS) + tuple(brax_envs.GOAL_ENVS) + ("pointmaze",)
+# The pure-JAX Minigrid family ``grid`` (its tasks are layouts, --grids) has discrete actions:
+# only agents with a discrete policy (``RLConfigBase.discrete_actions``) run it.
+ENVS = tuple(brax_envs.ENVS) + tuple(brax_envs.GOAL_ENVS) + ("pointmaze", "grid")
 FAMILIES = tuple(brax_envs.FAMILIES) + ("goals", "maze")
 FAMILY_ENVS = {"goals": ("ant", "reacher"), "maze": ("ant",)}
 GOAL_CONDITIONED = ("pointmaze, reacher with --family goals, or ant with --family goals or "
@@ -61,6 +63,9 @@ class RLConfigBase(ConfigBase):
                                  + ", ".join(brax_goals.REGIONS) + " (circle: all directions, "
                                  "at radius 10 for the ant as JaxGCRL's, 0.02–0.2 for the "
                                  "reacher; the others its quadrants)")
+    grids: tuple = option(("empty-5x5", "doorkey-5x5", "lavacrossing-s5n1"), "grid: one "
+                          "Minigrid task per task of the sequence (7×7 egocentric symbolic "
+                          "view, 7 discrete actions): " + ", ".join(grid.GRIDS))
     mazes: tuple = option(("u_maze",), "pointmaze and the ant maze family: one maze layout "
                           "per task (the same size "
                           "each): " + ", ".join(pointmaze.MAZES))
@@ -86,9 +91,12 @@ class RLConfigBase(ConfigBase):
 
     positive = ConfigBase.positive + ("num_envs", "episode_length", "env_steps_per_task",
                                       "eval_envs", "replay_capacity")
+    discrete_actions = False   # the kind's agent acts in discrete action spaces (grid)
 
     @property
     def num_tasks(self) -> int:
+        if self.env == "grid":
+            return len(self.grids)
         if self.env == "pointmaze":
             return len(self.mazes)
         if self.family == "goals":
@@ -107,6 +115,12 @@ class RLConfigBase(ConfigBase):
         return self.env == "pointmaze" or self.family in ("goals", "maze")
 
     @property
+    def update_schedule(self) -> tuple[int, int]:
+        """(gradient updates per round, vector env steps between rounds): one round of
+        ``updates_per_step`` every step unless a kind sets a fractional replay ratio."""
+        return self.updates_per_step, 1
+
+    @property
     def intervals_per_task(self) -> int:
         return self.env_steps_per_task // self.log_every
 
@@ -116,7 +130,8 @@ class RLConfigBase(ConfigBase):
         return self.env_steps_per_task // self.num_envs, self.log_every // self.num_envs
 
     def describe(self) -> str:
-        tasks = ("mazes " + ", ".join(self.mazes)
+        tasks = ("grids " + ", ".join(self.grids) if self.env == "grid"
+                 else "mazes " + ", ".join(self.mazes)
                  if self.env == "pointmaze" or self.family == "maze"
                  else "goal regions " + ", ".join(self.goal_regions) if self.family == "goals"
                  else self.family)
@@ -137,6 +152,14 @@ class RLConfigBase(ConfigBase):
             raise ConfigError("regularizer: 'ewc' is supervised-only for now")
         if self.reset == "last_k" and not 1 <= self.reset_last_k <= len(self.hidden) + 1:
             raise ConfigError(f"reset_last_k must be in 1..{len(self.hidden) + 1}")
+        if self.env == "grid":
+            if not self.discrete_actions:
+                raise ConfigError(f"env: grid has discrete actions, which the {self.kind} "
+                                  "agent does not take; run a dreamer preset (grid-quick)")
+            unknown = [g for g in self.grids if g not in grid.GRIDS]
+            if unknown or not self.grids:
+                raise ConfigError(f"grids: unknown grid {unknown[0] if unknown else None!r}; "
+                                  f"valid: {', '.join(grid.GRIDS)}")
         if self.env == "pointmaze" or self.family == "maze":
             if not self.mazes:
                 raise ConfigError("mazes needs at least one layout (one task per layout)")
@@ -179,6 +202,8 @@ class RLConfigBase(ConfigBase):
 
 def env_sequence(cfg: RLConfigBase) -> brax_envs.EnvTaskSequence:
     """The config's task sequence, from the env's source."""
+    if cfg.env == "grid":
+        return grid.grid_sequence(cfg.grids)
     if cfg.env == "pointmaze":
         return pointmaze.maze_sequence(cfg.mazes, dense=cfg.dense_reward)
     backend = cfg.backend or None
@@ -198,7 +223,8 @@ def loop_spec(cfg: RLConfigBase) -> RLSpec:
     """The RL loop's static sizes, in vector steps of all envs."""
     steps_per_task, log_every = cfg.vector_steps
     return RLSpec(num_envs=cfg.num_envs, steps_per_task=steps_per_task, log_every=log_every,
-                  episode_length=cfg.episode_length, updates_per_step=cfg.updates_per_step,
+                  episode_length=cfg.episode_length, updates_per_step=cfg.update_schedule[0],
+                  update_every=cfg.update_schedule[1],
                   eval_envs=cfg.eval_envs, eval_length=cfg.eval_length or cfg.episode_length,
                   probe_examples=cfg.probe_examples, intervention_every=cfg.reset_every,
                   reset_replay=cfg.reset_replay)

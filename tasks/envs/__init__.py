@@ -3,9 +3,10 @@
 Every source builds a :class:`tasks.envs.base.EnvTaskSequence`: ``params`` with a leading task
 axis, and ``reset(task, key)`` / ``step(task, state, action)`` that take one task's slice, so the
 RL loop (:mod:`continual.agents.loop`) runs any source unchanged. Sources: Brax
-(:mod:`tasks.envs.brax`: dynamics and objective families) and the goal-conditioned point-mass
-maze (:mod:`tasks.envs.pointmaze`: layouts and goal regions as data); MuJoCo Playground or
-gridworld suites go beside them as their own modules.
+(:mod:`tasks.envs.brax`: dynamics and objective families), the goal-conditioned point-mass
+maze (:mod:`tasks.envs.pointmaze`: layouts and goal regions as data) and Minigrid's gridworlds
+(:mod:`tasks.envs.grid`: Empty, DoorKey and the Lava / Simple Crossings as data);
+MuJoCo Playground goes beside them as its own module.
 """
 from tasks.envs.base import EnvTaskSequence, GoalSpace
 

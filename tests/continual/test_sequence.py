@@ -1,14 +1,15 @@
 """Sequence replay (continual.agents.sequence): rows are the loop's transitions, chunks of T
 rows per env enter the buffer together every T steps, is_first follows the episodes (and marks a
 sampled chunk's start), the final observation stays on its last row, and the buffer's rules
-apply per chunk."""
+apply per chunk; every task keeps its first chunks as a probe set."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from continual.agents.base import EnvStep
-from continual.agents.sequence import SequenceSpec, chunk_starts, make_sequence_memory
+from continual.agents.sequence import (SequenceSpec, chunk_starts, make_sequence_memory,
+                                       task_composition)
 
 E, T, OBS, ACT = 2, 3, 1, 1
 
@@ -83,8 +84,31 @@ def test_reservoir_keeps_old_chunks_and_reward_sampling_prefers_rewarding_chunks
     assert float(jnp.mean(batch.start == 3)) > 0.99
 
 
-def test_coverage_max_and_bad_sizes_are_refused_with_the_valid_rules():
+def test_each_task_keeps_its_first_chunks_as_a_fixed_probe_set_and_composition_counts_tasks():
+    steps = _steps(12, {})
+    steps = [s._replace(task=jnp.int32(0 if i < 6 else 1)) for i, s in enumerate(steps)]
+    memory, mem = _fill(SequenceSpec(T, capacity=3, batch_size=2, num_tasks=3, probe_chunks=3),
+                        steps)
+    np.testing.assert_array_equal(np.asarray(mem.probe_count), [3, 3, 0])
+    probes = jax.tree.map(np.asarray, mem.probes)
+    # Task 0's probes are its first chunks (steps 0-2 of both envs, then env 0's steps 3-5),
+    # kept although FIFO has evicted them from the buffer.
+    np.testing.assert_array_equal(probes.obs[0, :, :, 0], [[0, 1, 2], [100, 101, 102],
+                                                           [3, 4, 5]])
+    np.testing.assert_array_equal(probes.task[1], [1, 1, 1])
+    np.testing.assert_array_equal(probes.obs[1, :, 0, 0], [6, 106, 9])
+    # FIFO's 3 slots hold the 3 newest of the 8 chunks: all collected on task 1.
+    stored_tasks = np.asarray(mem.buffer.items.task)
+    share = np.asarray(task_composition(mem, 3))
+    np.testing.assert_allclose(share, np.bincount(stored_tasks, minlength=3) / 3)
+    np.testing.assert_allclose(share, [0, 1, 0])
+
+
+def test_coverage_max_embeds_chunks_and_bad_rules_or_sizes_are_refused():
+    memory, mem = _fill(SequenceSpec(T, 2, 2, eviction="coverage_max"), _steps(9, {}))
+    assert int(mem.buffer.size) == 2 and mem.buffer.embeddings.shape == (2, OBS)
+    np.testing.assert_allclose(np.asarray(mem.buffer.embeddings)[:, 0], 1.0)  # unit norm
     with pytest.raises(ValueError, match="valid: reservoir, fifo, random_replacement"):
-        make_sequence_memory(SequenceSpec(T, 4, 2, eviction="coverage_max"), E, OBS, ACT)
+        make_sequence_memory(SequenceSpec(T, 4, 2, eviction="lifo"), E, OBS, ACT)
     with pytest.raises(ValueError, match="length >= 2"):
         make_sequence_memory(SequenceSpec(1, 4, 2), E, OBS, ACT)

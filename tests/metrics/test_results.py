@@ -425,8 +425,16 @@ def test_forward_transfer_by_hand_against_a_reference_table():
     # CW: mean((0.4-0.5)/(1-0.5), (0.8-0.6)/(1-0.6)) = mean(-0.2, 0.5) = 0.15
     assert ft["ft_auc_cw"].iloc[0] == pytest.approx(0.15)
     assert ft["ft_auc_gap"].iloc[0] == pytest.approx(0.05)
+    # Continual-Dreamer: mean((0.4-0.5)/(1-0.4), (0.8-0.6)/(1-0.8)) = mean(-1/6, 1) = 5/12
+    assert ft["ft_auc_cd"].iloc[0] == pytest.approx(5 / 12)
     rl = forward_transfer(_eval_only_table(cl * 100, "eval_return"),
                           _eval_only_table(ref * 100, "eval_return"))
     assert "ft_auc_cw" not in rl.columns and rl["ft_auc_gap"].iloc[0] == pytest.approx(5.0)
+    assert "ft_auc_cd" not in rl.columns   # returns beyond [0, 1]
+    # Negative returns count as 0 in Continual-Dreamer's curves: the same value as above.
+    neg = cl.copy()
+    neg[0, 0, 0, 0] = -5.0   # task 0's first evaluation: clipped to 0 (was 0.2)
+    cd = forward_transfer(_eval_only_table(neg, "eval_return"), _eval_only_table(ref, "eval_return"))
+    assert cd["ft_auc_cd"].iloc[0] == pytest.approx(np.mean([(0.3 - 0.5) / 0.7, 1.0]))
     with pytest.raises(ValueError, match="tasks"):
         forward_transfer(_eval_only_table(cl), _eval_only_table(ref[:, :1, :, :1]))
