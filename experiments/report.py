@@ -24,6 +24,7 @@ success rate (the success matrix).
 """
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -180,7 +181,10 @@ def plot_r_matrix(df: pd.DataFrame, path: Path, metric: str | None = None,
     for ax, (label, g) in zip(axes[0], groups):
         R, _ = results.r_matrix(g, metric)
         bounds = {"vmin": 0, "vmax": 1} if results.readout(df).bounded and not metric else {}
-        im = ax.imshow(np.nanmean(R, axis=0), cmap="viridis", aspect="auto", **bounds)
+        with warnings.catch_warnings():   # a loss matrix has no row at init: all NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean = np.nanmean(R, axis=0)
+        im = ax.imshow(mean, cmap="viridis", aspect="auto", **bounds)
         ax.set_xlabel("evaluated task")
         if R.shape[-1] <= 20:
             ax.set_xticks(np.arange(R.shape[-1]))

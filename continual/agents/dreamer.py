@@ -57,7 +57,7 @@ import optax
 from continual.agents import dreamer_ops as ops
 from continual.agents.base import Agent, Memory
 from continual.agents.optim import net_optimizer
-from continual.agents.sequence import Chunk, task_composition
+from continual.agents.sequence import Chunk, as_float, task_composition
 from continual.agents.world_model import (Latent, ObsLayout, WorldModel, WorldModelSpec,
                                           apply_rows, make_world_model, model_loss,
                                           zero_output)
@@ -361,7 +361,7 @@ def world_model_probe_losses(dreamer: Dreamer, state: DreamerState, probes: Chun
     fixed probe chunks (``[tasks, P, T, ...]``), ``[tasks]`` each, NaN for tasks with no probe
     chunk yet."""
     def one(chunk, k):
-        chunk = chunk._replace(is_first=chunk.is_first.at[:, 0].set(True))
+        chunk = as_float(chunk)._replace(is_first=chunk.is_first.at[:, 0].set(True))
         out = dreamer.world_model.observe(state.model.params, chunk, k)
         return {name: jnp.mean(out.losses[name]) for name in ("recon", "reward", "kl")}
 

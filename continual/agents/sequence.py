@@ -58,6 +58,9 @@ class SequenceSpec(NamedTuple):
     min_chunks: int = 1      # chunks stored before updates start
     num_tasks: int = 1       # tasks of the sequence (probe sets)
     probe_chunks: int = 0    # chunks kept per task as its fixed probe set
+    # Storage dtype of observations (read back as float32): "uint8" stores a one-hot or
+    # small-integer observation (a grid view) exactly in a quarter of the memory.
+    obs_dtype: str = "float32"
 
 
 class SequenceState(NamedTuple):
@@ -83,8 +86,10 @@ def make_sequence_memory(spec: SequenceSpec, num_envs: int, observation_size: in
     buffer = replay.make_buffer(spec.capacity, spec.eviction, spec.sampling,
                                 embed_dim=observation_size if coverage else None)
     t = spec.length
-    one = Chunk(jnp.zeros((t, observation_size)), jnp.zeros((t, action_size)), jnp.zeros(t),
-                jnp.zeros(t), jnp.zeros((t, observation_size)), jnp.zeros(t, bool),
+    obs_dtype = jnp.dtype(spec.obs_dtype)
+    one = Chunk(jnp.zeros((t, observation_size), obs_dtype), jnp.zeros((t, action_size)),
+                jnp.zeros(t), jnp.zeros(t), jnp.zeros((t, observation_size), obs_dtype),
+                jnp.zeros(t, bool),
                 jnp.zeros(t, bool), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
 
     def init() -> SequenceState:
@@ -107,7 +112,7 @@ def make_sequence_memory(spec: SequenceSpec, num_envs: int, observation_size: in
     def add(mem: SequenceState, staging: Chunk, key, task) -> SequenceState:
         extras = {"scores": jnp.sum(staging.reward, -1)}
         if coverage:
-            mean = jnp.mean(staging.obs, axis=1)
+            mean = jnp.mean(staging.obs.astype(jnp.float32), axis=1)
             extras["embeddings"] = mean / jnp.maximum(
                 jnp.linalg.norm(mean, axis=-1, keepdims=True), 1e-6)
         mem = mem._replace(buffer=buffer.add(mem.buffer, staging, key, **extras))
@@ -128,7 +133,7 @@ def make_sequence_memory(spec: SequenceSpec, num_envs: int, observation_size: in
         return jax.lax.cond(full, lambda m: add(m, staging, key, task[0]), lambda m: m, mem)
 
     def sample(mem: SequenceState, key) -> Chunk:
-        batch = buffer.sample(mem.buffer, key, spec.batch_size)
+        batch = as_float(buffer.sample(mem.buffer, key, spec.batch_size))
         return batch._replace(is_first=batch.is_first.at[:, 0].set(True))
 
     def ready(mem: SequenceState) -> jax.Array:
@@ -142,10 +147,16 @@ def make_sequence_memory(spec: SequenceSpec, num_envs: int, observation_size: in
         k_chunk, k_row = jax.random.split(key)
         chunks = jax.random.randint(k_chunk, (n,), 0, jnp.maximum(mem.buffer.size, 1))
         rows = jax.random.randint(k_row, (n,), 0, t)
-        obs = mem.buffer.items.obs[chunks, rows]
+        obs = mem.buffer.items.obs[chunks, rows].astype(jnp.float32)
         return obs, mem.buffer.size > 0
 
     return Memory(init, store, sample, ready, clear, probe)
+
+
+def as_float(chunk: Chunk) -> Chunk:
+    """A stored chunk with its observations as float32 (they may be stored as uint8)."""
+    return chunk._replace(obs=chunk.obs.astype(jnp.float32),
+                          next_obs=chunk.next_obs.astype(jnp.float32))
 
 
 def chunk_starts(mem: SequenceState) -> tuple[jax.Array, jax.Array]:
@@ -161,5 +172,5 @@ def task_composition(mem: SequenceState, num_tasks: int) -> jax.Array:
     return counts / jnp.maximum(jnp.sum(held), 1.0)
 
 
-__all__ = ["Chunk", "SequenceSpec", "SequenceState", "make_sequence_memory", "chunk_starts",
-           "task_composition"]
+__all__ = ["Chunk", "SequenceSpec", "SequenceState", "make_sequence_memory", "as_float",
+           "chunk_starts", "task_composition"]

@@ -169,7 +169,9 @@ def build(cfg: DreamerConfig) -> Experiment:
         SequenceSpec(cfg.sequence_length, chunks, cfg.batch_size, cfg.replay_eviction,
                      cfg.replay_sampling, min_chunks=max(1, math.ceil(
                          cfg.min_replay / cfg.sequence_length)),
-                     num_tasks=seq.num_tasks, probe_chunks=cfg.probe_chunks),
+                     num_tasks=seq.num_tasks, probe_chunks=cfg.probe_chunks,
+                     # A grid view is one-hot: exact in uint8, a quarter of float32's memory.
+                     obs_dtype="uint8" if discrete else "float32"),
         cfg.num_envs, seq.observation_size, seq.action_size)
     diagnostics = hooks.parse_metrics(cfg.metrics, tau=cfg.dormant_tau)
     reset = make_reset(InterventionSpec(cfg.reset, cfg.reset_every, cfg.reset_last_k), dreamer,

@@ -112,3 +112,17 @@ def test_coverage_max_embeds_chunks_and_bad_rules_or_sizes_are_refused():
         make_sequence_memory(SequenceSpec(T, 4, 2, eviction="lifo"), E, OBS, ACT)
     with pytest.raises(ValueError, match="length >= 2"):
         make_sequence_memory(SequenceSpec(1, 4, 2), E, OBS, ACT)
+
+
+def test_uint8_storage_reads_back_the_same_float_observations():
+    # Integer observations (as a grid view's one-hot cells): exact in uint8.
+    steps = [s._replace(next_obs=s.obs + 1) for s in _steps(6, {0: {1}})]
+    _, mem8 = _fill(SequenceSpec(T, 4, 4, obs_dtype="uint8"), steps)
+    memory, mem32 = _fill(SequenceSpec(T, 4, 4), steps)
+    assert mem8.buffer.items.obs.dtype == jnp.uint8
+    assert mem8.buffer.items.obs.nbytes * 4 == mem32.buffer.items.obs.nbytes
+    a = memory.sample(mem8, jax.random.key(0))
+    b = memory.sample(mem32, jax.random.key(0))
+    assert a.obs.dtype == jnp.float32
+    np.testing.assert_array_equal(a.obs, b.obs)
+    np.testing.assert_array_equal(a.next_obs, b.next_obs)
