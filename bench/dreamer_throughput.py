@@ -60,25 +60,28 @@ def timed_run(exp, seeds: int) -> dict:
             "ups_per_seed": statistics.median(updates[1:]) / timed}
 
 
-def build(which: str, seeds: int, intervals: int):
+def build(which: str, seeds: int, intervals: int, **overrides):
+    """The experiment timed for ``which``: ``dreamer-grid`` (grid-quick on its first grid),
+    ``dreamer-maze`` (grid-quick's sizes on the point-mass maze), ``sac-maze`` (SAC there), or a
+    Dreamer preset's name (its first task); 1 + ``intervals`` log intervals."""
     from experiments import registry
 
     small_eval = dict(eval_envs=1, eval_length=1, probe_examples=8, seeds=seeds,
-                      mode="chunked")
-    if which == "dreamer-grid":
-        cfg = registry.from_preset("grid-quick", **small_eval)
-    elif which == "dreamer-maze":
+                      mode="chunked", **overrides)
+    if which == "dreamer-maze":
         cfg = registry.from_preset("grid-quick", env="pointmaze", mazes=("u_maze",),
                                    **small_eval)
-    else:  # SAC on the same maze, same env count, batch 256, one update per step of all envs
+    elif which == "sac-maze":  # same maze and env count, batch 256, one update per env step
         cfg = registry.from_preset("maze-sac-her", her="none", mazes=("u_maze",),
                                    num_envs=8, replay_capacity=36_000, min_replay=512,
                                    batch_size=256, hidden=(64, 64), updates_per_step=1,
                                    **small_eval)
-    cfg = replace(cfg, env_steps_per_task=cfg.log_every * (1 + intervals))
-    if which == "dreamer-grid":
+    else:
+        cfg = registry.from_preset("grid-quick" if which == "dreamer-grid" else which,
+                                   **small_eval)
         cfg = replace(cfg, grids=cfg.grids[:1])   # one task: every interval times learning
-    return registry.build(cfg)
+    cfg = replace(cfg, env_steps_per_task=cfg.log_every * (1 + intervals))
+    return registry.build(cfg.validate())
 
 
 def replay_bytes(preset: str) -> tuple[float, float]:

@@ -1,7 +1,7 @@
 """What only a GPU can show, in one table and at most 8 minutes on one GPU (issue 17, item 6).
 
 Sections (``--sections`` runs a subset; they run in the order of ``SECTIONS`` — seeds,
-diagnostics, crl, sac — each with a time budget in seconds; an item that would not fit in what is
+diagnostics, crl, dreamer, sac — each with a time budget in seconds; an item that would not fit in what is
 left of its section's budget is reported as skipped, and no section runs past ``--limit``):
 
 * ``seeds`` — per-seed wall time per training step of 1, 8, 64 and 256 vmapped seeds, and its
@@ -27,7 +27,14 @@ left of its section's budget is reported as skipped, and no section runs past ``
   episodes of 993 steps so that its ratio is a whole number), one seed, through
   ``bench/crl_vs_jaxgcrl.py``'s driver: env steps/s with updates after the first interval, and
   the minutes 10M env steps take at that rate (JaxGCRL: about 10 on a V100; target ≤ 5).
-* (the world-model rates join ``SECTIONS`` below when that issue lands.)
+* ``dreamer`` — the world-model agent (issue 13) at the ``continual-dreamer-minigrid`` preset's
+  sizes (16 envs, GRU 512, 32 × 16 latents, 512-wide MLPs, batch 16 × 64, train ratio 32,
+  Plan2Explore) on its first grid, DoorKey-9x9, one seed, through
+  ``bench/dreamer_throughput.py``'s driver: env steps/s and gradient updates/s after the first
+  interval, and the hours the preset's 3 × 752k env steps take at that rate. Continual-Dreamer's
+  ordering (reservoir + 50:50 forgets less than FIFO) is a longer run than this check:
+  ``plax compare continual-dreamer-minigrid --grid replay_eviction=fifo,reservoir
+  replay_sampling=uniform,recent_mix --env-steps-per-task 96000``.
 
 The device kind and the jax version are printed first. The table (columns: section, setting,
 measure, value, unit/ratio) is printed as markdown at the end and written to ``--out`` as CSV
@@ -83,6 +90,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 import diagnostics_overhead as DO  # noqa: E402
 import crl_vs_jaxgcrl as CV  # noqa: E402
+import dreamer_throughput as DT  # noqa: E402
 import rl_throughput as RL  # noqa: E402
 import throughput as TP  # noqa: E402
 
@@ -352,10 +360,10 @@ def section_diagnostics(args, sz: Sizes, budget: Budget, report: Report) -> None
 
 # --------------------------------------------------------------------------------------------
 # The sections, in order, with their time budgets in seconds on one GPU (together with start-up
-# they stay under 8 minutes). The world-model rates join HERE when that issue lands:
-# write ``section_<name>(args, sizes, budget, report)`` like the ones above (compile reported on
-# its own, steady state after a warm-up, rows through ``report.add``), give it a budget and add
-# one entry; shrink the others' budgets so that the sum stays under --limit.
+# they stay under 8 minutes). A new section: write ``section_<name>(args, sizes, budget,
+# report)`` like the ones above (compile reported on its own, steady state after a warm-up, rows
+# through ``report.add``), give it a budget and add one entry; shrink the others' budgets so
+# that the sum stays under --limit.
 # --------------------------------------------------------------------------------------------
 
 def section_crl(args, sz: Sizes, budget: Budget, report: Report) -> None:
@@ -370,12 +378,30 @@ def section_crl(args, sz: Sizes, budget: Budget, report: Report) -> None:
     report.add("crl", setting, "first interval (compile + prefill)", out["first_s"], "s")
 
 
+def section_dreamer(args, sz: Sizes, budget: Budget, report: Report) -> None:
+    """Dreamer at the Continual-Dreamer preset's sizes: env steps/s, updates/s, hours."""
+    preset = "continual-dreamer-minigrid"
+    intervals = 2 if args.smoke else 3
+    overrides = dict(hidden=(32,), deter=32, stoch=4, classes=4, num_envs=4, batch_size=4,
+                     sequence_length=16, log_every=1024, min_replay=256) if args.smoke else {}
+    setting = (f"{preset}{' (smoke sizes)' if args.smoke else ''}: doorkey-9x9, one seed")
+    log(f"dreamer: {setting}: building, compiling, prefill interval, {intervals} timed")
+    exp = DT.build(preset, 1, intervals, **overrides)
+    out = DT.timed_run(exp, 1)
+    report.add("dreamer", setting, "training (with updates)", out["sps_per_seed"],
+               "env steps/s")
+    report.add("dreamer", setting, "gradient updates", out["ups_per_seed"], "updates/s")
+    report.add("dreamer", setting, "the preset's 3 × 752k env steps at this rate",
+               3 * 752_000 / out["sps_per_seed"] / 3600, "h")
+    report.add("dreamer", setting, "first interval (compile + prefill)", out["first_s"], "s")
+
+
 SECTIONS: dict[str, tuple[Callable, float]] = {
-    "seeds": (section_seeds, 150.0),
-    "diagnostics": (section_diagnostics, 70.0),
-    "crl": (section_crl, 100.0),
-    "sac": (section_sac, 160.0),  # last: its compile time is the least predictable
-    # "world-model": (section_world_model, ...), # world-model agent: env steps/s, model updates/s
+    "seeds": (section_seeds, 120.0),
+    "diagnostics": (section_diagnostics, 60.0),
+    "crl": (section_crl, 90.0),
+    "dreamer": (section_dreamer, 70.0),
+    "sac": (section_sac, 150.0),  # last: its compile time is the least predictable
 }
 
 

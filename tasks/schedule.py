@@ -48,6 +48,10 @@ class Schedule(NamedTuple):
     switch: np.ndarray    # bool: first interval of a visit (interval 0 included)
     announce: np.ndarray  # bool: the boundary hooks run before this interval
     previous: np.ndarray  # int32: the task trained just before (its probe batch feeds EWC)
+    # int32: the interval's index 0..K−1. Shared by every run (never vmapped), so a loop can
+    # branch on step counts with a real ``lax.cond``: one derived from a run's own carry is
+    # batched under vmap, and a batched ``cond`` runs both branches.
+    interval: np.ndarray
 
     @property
     def length(self) -> int:
@@ -94,7 +98,7 @@ def _finish(task, other, share, num_tasks, boundaries) -> Schedule:
     if boundaries == "hidden":
         announce[:] = False
     return Schedule(task.astype(np.int32), other.astype(np.int32), share.astype(np.float32),
-                    switch, announce, previous)
+                    switch, announce, previous, np.arange(len(task), dtype=np.int32))
 
 
 def _ints(text: str, what: str) -> list[int]:

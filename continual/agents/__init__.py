@@ -10,10 +10,12 @@
   hindsight relabelling (HER); :mod:`continual.agents.relabel` — the relabelling offsets;
 * :mod:`continual.agents.policy` — the tanh-Gaussian policy head and
   :mod:`continual.agents.optim` — the optimizer steps the actor-critic agents share;
-* :mod:`continual.agents.dreamer_ops` — the numerical building blocks of a DreamerV3-style
-  world-model agent (symlog, two-hot, unimix, free-nats KL, λ-returns), and
-  :mod:`continual.agents.sequence` — its sequence replay (chunks of transitions under every
-  :mod:`continual.replay` rule); the agent itself is not built yet.
+* :mod:`continual.agents.dreamer` — a DreamerV3-style world-model agent with Continual-Dreamer's
+  options (Plan2Explore, selective sequence replay): its world model (RSSM, encoder, decoder,
+  heads) in :mod:`continual.agents.world_model`, its numerical building blocks (symlog, two-hot,
+  unimix, free-nats KL, λ-returns) in :mod:`continual.agents.dreamer_ops`, and its sequence
+  replay (chunks of transitions under every :mod:`continual.replay` rule, per-task probe sets)
+  in :mod:`continual.agents.sequence`.
 
 A new agent goes here as one module whose builder returns an :class:`Agent`.
 """

@@ -318,11 +318,26 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
                                    lambda s: s, new)
             return (new, updates), info
 
-        ready = memory.ready(carry.memory) & (step_index % spec.update_every == 0)
-        (state, updates), infos = jax.lax.scan(
-            lambda x, k: jax.lax.cond(ready, one_update, lambda x_, k_: (x_, zero_info), x, k),
-            (carry.agent, carry.updates), jax.random.split(k_upd, spec.updates_per_step))
-        n_updates = ready.astype(jnp.float32) * spec.updates_per_step
+        def update_round(x):
+            # ``ready`` is per run (batched under vmap: both branches run, the skip is a
+            # select), so it sits inside the round.
+            ready = memory.ready(carry.memory)
+            out = jax.lax.scan(
+                lambda x, k: jax.lax.cond(ready, one_update, lambda x_, k_: (x_, zero_info),
+                                          x, k),
+                x, jax.random.split(k_upd, spec.updates_per_step))
+            return out, ready.astype(jnp.float32) * spec.updates_per_step
+
+        def no_round(x):
+            infos = jax.tree.map(lambda z: jnp.zeros((spec.updates_per_step,) + z.shape,
+                                                     z.dtype), zero_info)
+            return (x, infos), jnp.zeros(())
+
+        # The step index is shared by all runs (from the schedule): a real branch, so the steps
+        # between update rounds cost no update.
+        ((state, updates), infos), n_updates = jax.lax.cond(
+            step_index % spec.update_every == 0, update_round, no_round,
+            (carry.agent, carry.updates))
         sums = jax.tree.map(lambda x: jnp.sum(x, axis=0), infos)
         return carry._replace(agent=state, updates=updates), (sums, n_updates, returns,
                                                               successes, episodes,
@@ -337,7 +352,9 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
         def body(c, i):
             return env_step(c, task, hparams, i)
 
-        steps = jnp.arange(spec.log_every) + carry.steps
+        # The env-step index of each step, from the schedule's interval index: the same for
+        # every run, unbatched under vmap (``carry.steps`` holds the same count per run).
+        steps = jnp.arange(spec.log_every) + entry.interval * spec.log_every
         carry, (sums, n_updates, returns, successes, episodes, blown) = jax.lax.scan(
             body, carry, steps)
         carry = carry._replace(steps=start.steps + spec.log_every)

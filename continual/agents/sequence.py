@@ -65,7 +65,6 @@ class SequenceSpec(NamedTuple):
 
 class SequenceState(NamedTuple):
     staging: Chunk           # leaves [E, T, ...]: the chunks being filled
-    position: jax.Array      # next row of the staging chunks
     first: jax.Array         # [E]: the next stored o_t starts an episode
     buffer: replay.ReservoirState
     probes: Chunk            # leaves [tasks, probe_chunks, T, ...]: the first chunks of each task
@@ -96,8 +95,8 @@ def make_sequence_memory(spec: SequenceSpec, num_envs: int, observation_size: in
         staging = jax.tree.map(lambda x: jnp.zeros((num_envs,) + x.shape, x.dtype), one)
         probes = jax.tree.map(
             lambda x: jnp.zeros((spec.num_tasks, spec.probe_chunks) + x.shape, x.dtype), one)
-        return SequenceState(staging, jnp.zeros((), jnp.int32), jnp.ones(num_envs, bool),
-                             buffer.init(one), probes, jnp.zeros(spec.num_tasks, jnp.int32))
+        return SequenceState(staging, jnp.ones(num_envs, bool), buffer.init(one), probes,
+                             jnp.zeros(spec.num_tasks, jnp.int32))
 
     def keep_probes(mem: SequenceState, staging: Chunk, task) -> SequenceState:
         """The staged chunks fill the task's probe slots still free (the rest is dropped)."""
@@ -119,7 +118,9 @@ def make_sequence_memory(spec: SequenceSpec, num_envs: int, observation_size: in
         return keep_probes(mem, staging, task) if spec.probe_chunks else mem
 
     def store(mem: SequenceState, step: EnvStep, key, index) -> SequenceState:
-        p = mem.position
+        # The row follows from the loop's step index (shared by every run, so the chunk-full
+        # branch below is a real branch under vmap, not a select over the whole buffer).
+        p = index % t
         row = (step.obs, step.action, step.reward, step.discount, step.next_obs, mem.first,
                step.last)
         staged = mem.staging
@@ -129,7 +130,7 @@ def make_sequence_memory(spec: SequenceSpec, num_envs: int, observation_size: in
         task = jnp.where(fresh, jnp.full(num_envs, step.task, jnp.int32), staged.task)
         staging = Chunk(*fields, start, task)
         full = p == t - 1
-        mem = mem._replace(staging=staging, position=jnp.where(full, 0, p + 1), first=step.last)
+        mem = mem._replace(staging=staging, first=step.last)
         return jax.lax.cond(full, lambda m: add(m, staging, key, task[0]), lambda m: m, mem)
 
     def sample(mem: SequenceState, key) -> Chunk:

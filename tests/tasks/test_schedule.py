@@ -102,7 +102,7 @@ def test_hidden_boundaries_announce_nothing_but_keep_the_switches():
 def test_a_new_schedule_of_the_same_length_has_the_same_shapes():
     shapes = {tuple(a.shape for a in parse(text, 2, 4)) for text in
               ("sequential", "order:1,0", "durations:3,5", "drift:window=4", "random:dwell=2")}
-    assert shapes == {((8,),) * 6}
+    assert shapes == {((8,),) * 7}
 
 
 @pytest.mark.parametrize("text, message", [
@@ -128,3 +128,7 @@ def test_unknown_boundaries_are_named():
     with pytest.raises(ScheduleError, match=r"unknown boundaries 'secret'; valid: announced, "
                                             r"hidden"):
         from_visits([(0, 1)], 1, "secret")
+
+
+def test_every_interval_carries_its_index():
+    np.testing.assert_array_equal(parse("repeat:2", 2, 2).interval, np.arange(8))
