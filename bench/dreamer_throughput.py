@@ -10,7 +10,7 @@ machines are noisy).
 2. **Per-seed cost** of 1, 4 and 16 vmapped Dreamer seeds in one program: (time of N seeds / N)
    / time of one seed (1.0 = free parallelism; a fresh process per count).
 3. **On-device replay memory per run** at the grid preset and at the GPU preset
-   ``continual-dreamer-minigrid`` (shapes only, nothing allocated).
+   ``dreamer-minigrid`` (shapes only, nothing allocated).
 
 Run::
 
@@ -143,7 +143,7 @@ def main() -> None:
 
     print("\n3. on-device replay memory per run (buffer, staging and probe sets)")
     print(f"{'preset':28s} {'bytes/transition':>17s} {'total':>10s}")
-    for preset in ("grid-quick", "continual-dreamer-minigrid"):
+    for preset in ("grid-quick", "dreamer-minigrid"):
         per, total = replay_bytes(preset)
         print(f"{preset:28s} {per:17,.0f} {total / 2**30:9.2f}G")
 

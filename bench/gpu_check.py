@@ -27,13 +27,13 @@ left of its section's budget is reported as skipped, and no section runs past ``
   episodes of 993 steps so that its ratio is a whole number), one seed, through
   ``bench/crl_vs_jaxgcrl.py``'s driver: env steps/s with updates after the first interval, and
   the minutes 10M env steps take at that rate (JaxGCRL: about 10 on a V100; target ≤ 5).
-* ``dreamer`` — the world-model agent (issue 13) at the ``continual-dreamer-minigrid`` preset's
+* ``dreamer`` — the world-model agent (issue 13) at the ``dreamer-minigrid`` preset's
   sizes (16 envs, GRU 512, 32 × 16 latents, 512-wide MLPs, batch 16 × 64, train ratio 32,
   Plan2Explore) on its first grid, DoorKey-9x9, one seed, through
   ``bench/dreamer_throughput.py``'s driver: env steps/s and gradient updates/s after the first
   interval, and the hours the preset's 3 × 752k env steps take at that rate. Continual-Dreamer's
   ordering (reservoir + 50:50 forgets less than FIFO) is a longer run than this check:
-  ``plax compare continual-dreamer-minigrid --grid replay_eviction=fifo,reservoir
+  ``plax compare dreamer-minigrid --grid replay_eviction=fifo,reservoir
   replay_sampling=uniform,recent_mix --env-steps-per-task 96000``.
 
 The device kind and the jax version are printed first. The table (columns: section, setting,
@@ -380,7 +380,7 @@ def section_crl(args, sz: Sizes, budget: Budget, report: Report) -> None:
 
 def section_dreamer(args, sz: Sizes, budget: Budget, report: Report) -> None:
     """Dreamer at the Continual-Dreamer preset's sizes: env steps/s, updates/s, hours."""
-    preset = "continual-dreamer-minigrid"
+    preset = "dreamer-minigrid"
     intervals = 2 if args.smoke else 3
     overrides = dict(hidden=(32,), deter=32, stoch=4, classes=4, num_envs=4, batch_size=4,
                      sequence_length=16, log_every=1024, min_replay=256) if args.smoke else {}

@@ -290,7 +290,7 @@ def make_dreamer(spec: DreamerSpec, layout: ObsLayout, action_size: int) -> Drea
     # ------------------------------------------------------------------------- the update
     def update(state: DreamerState, chunk: Chunk, hparams: HParams, key):
         k_model, k_img, k_task, k_exp, k_ens, k_ximg = jax.random.split(key, 6)
-        (_, (out, terms)), g_model = jax.value_and_grad(
+        (model_total, (out, terms)), g_model = jax.value_and_grad(
             lambda p: model_loss(wm, p, chunk, k_model), has_aux=True)(state.model.params)
         model = opt.step(state.model, clip(g_model), hparams, jax.random.fold_in(key, 7))[0]
         start = jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), out.post)
@@ -298,8 +298,7 @@ def make_dreamer(spec: DreamerSpec, layout: ObsLayout, action_size: int) -> Drea
         traj = imagine(params, state.task.actor.params, start, k_img)
         task, info = train_actor_critic(state.task, traj, traj.reward, hparams, k_task, "")
         info.update({f"model_{k}": v for k, v in terms.items()})
-        info["model_loss"] = sum(terms[k] for k in ("recon", "reward", "cont")) \
-            + m.kl_dyn * terms["dyn"] + m.kl_rep * terms["rep"]
+        info["model_loss"] = model_total
         explore, ensemble = state.explore, state.ensemble
         if spec.plan2explore:
             target = sg(out.succ.z.reshape(out.succ.z.shape[:2] + (-1,)))

@@ -129,7 +129,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     # GPU-sized, Continual-Dreamer's Minigrid sequence at its step counts and replay size, with
     # DreamerV3-small sizes (not yet run: no GPU lent so far).
-    "continual-dreamer-minigrid": (
+    "dreamer-minigrid": (
         "GPU-sized: Continual-Dreamer's Minigrid sequence DoorKey-9x9 → LavaCrossingS9N1 → "
         "SimpleCrossingS9N1, 750k env steps each, time limit 100, replay 2M transitions, "
         "reservoir + 50:50 sampling, Plan2Explore, 16 envs, batch 16 × 64, train ratio 32, "

@@ -17,6 +17,7 @@ from continual.agents.dreamer import DreamerSpec, Imagined, make_dreamer
 from continual.agents.sequence import Chunk
 from continual.agents.world_model import Latent, ObsLayout, WorldModelSpec, model_loss
 from continual.optimizers import HParams
+from plasticity.networks import layer_params
 from toy_rl import reach_sequence
 
 B, T, OBS, ACT = 3, 6, 5, 4
@@ -246,3 +247,36 @@ def test_world_model_loss_terms_have_dreamers_scales(dreamer, state):
                 + m.kl_rep * terms["rep"])
     np.testing.assert_allclose(float(total), float(expected), rtol=1e-6)
     assert float(terms["dyn"]) >= m.free_nats and float(terms["rep"]) >= m.free_nats
+
+
+def test_resets_reach_the_world_model_actor_and_critic(dreamer, state):
+    from continual.agents.dreamer import layer_orders, make_reset
+    from continual.interventions import InterventionSpec
+    orders = layer_orders(dreamer)
+    obs = jax.random.normal(jax.random.key(3), (8, OBS))
+    hp = HParams.defaults()
+    leaves = lambda tree: jax.tree.leaves(tree)  # noqa: E731
+    changed = lambda a, b: not all(np.allclose(x, y) for x, y in zip(leaves(a), leaves(b)))  # noqa: E731
+
+    full = jax.jit(make_reset(InterventionSpec("full"), dreamer, orders))(
+        state, obs, hp, jax.random.key(9))
+    assert changed(full.model.params, state.model.params)
+    assert changed(full.task.actor.params, state.task.actor.params)
+    np.testing.assert_array_equal(leaves(full.task.slow_critic)[0],
+                                  leaves(full.task.critic.params)[0])
+    head = jax.jit(make_reset(InterventionSpec("head"), dreamer, orders))(
+        state, obs, hp, jax.random.key(9))
+    assert not changed(head.model.params, state.model.params)   # heads of the actor-critic
+    out = lambda s: layer_params(s.task.actor.params)["out"]["kernel"]  # noqa: E731
+    assert not np.allclose(out(head), out(state))
+    hidden = lambda s: layer_params(s.task.actor.params)["hidden/0"]["kernel"]  # noqa: E731
+    np.testing.assert_array_equal(hidden(head), hidden(state))
+    # ReDo with τ = 1 recycles (nearly) every unit of every world-model MLP, the GRU untouched.
+    redo = jax.jit(make_reset(InterventionSpec("redo"), dreamer, orders))(
+        state, obs, hp._replace(redo_tau=jnp.asarray(1.0)), jax.random.key(9))
+    before, after = layer_params(state.model.params), layer_params(redo.model.params)
+    np.testing.assert_array_equal(before["gru"]["kernel"], after["gru"]["kernel"])
+    assert not np.allclose(before["encoder/hidden/0"]["kernel"],
+                           after["encoder/hidden/0"]["kernel"])
+    with pytest.raises(ValueError, match="supervised-only"):
+        make_reset(InterventionSpec("cbp"), dreamer, orders)
