@@ -170,7 +170,7 @@ def _is_sequential(spans: pd.DataFrame) -> bool:
 
 
 def plot_r_matrix(df: pd.DataFrame, path: Path, metric: str | None = None,
-                  label: str | None = None) -> None:
+                  value_label: str | None = None) -> None:
     """Mean R per setting (or the matrix of another per-task ``metric``): one row per visit
     (``init``, ``after v3 (task 1)``, ...)."""
     groups = _groups(df)
@@ -193,7 +193,7 @@ def plot_r_matrix(df: pd.DataFrame, path: Path, metric: str | None = None,
         else:
             ax.set_ylabel("after visit (0 = init)")
         ax.set_title(label, fontsize=9)
-        fig.colorbar(im, ax=ax, label=label or _performance_label(df))
+        fig.colorbar(im, ax=ax, label=value_label or _performance_label(df))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
