@@ -117,7 +117,7 @@ class WorldModel(NamedTuple):
     img_step: Callable
     # (params, latent, action, obs, key) -> (latent', post probs, prior probs)
     obs_step: Callable
-    # (params, latent) -> the next latent from the prior, sampled: (params, latent, a, key)
+    # (params, latent, action, key) -> the next latent, sampled from the prior
     imagine_step: Callable
     reward: Callable         # (params, feat) -> expected reward
     cont: Callable           # (params, feat) -> continue probability
@@ -247,8 +247,7 @@ def make_world_model(spec: WorldModelSpec, layout: ObsLayout, action_size: int) 
             step, (zeros, jnp.zeros((b, action_size))), xs)
         post, post_probs, prior_probs = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1),
                                                      (post, post_probs, prior_probs))
-        succ, succ_post, succ_prior = obs_step(params, post, chunk.action, chunk.next_obs,
-                                               k_succ)
+        succ = obs_step(params, post, chunk.action, chunk.next_obs, k_succ)[0]
         feat, succ_feat = post.feat(), succ.feat()
         dyn, rep = ops.kl_losses(post_probs, prior_probs, spec.free_nats)
         last = chunk.last.astype(jnp.float32)
@@ -266,7 +265,6 @@ def make_world_model(spec: WorldModelSpec, layout: ObsLayout, action_size: int) 
             "dyn": dyn, "rep": rep,
             "kl": ops.categorical_kl(sg(post_probs), sg(prior_probs)),
         }
-        del succ_post, succ_prior
         return ModelOutputs(post, post_probs, prior_probs, succ, losses)
 
     def features(params, obs):
