@@ -25,11 +25,18 @@ class HParams(NamedTuple):
     redo_tau: jax.Array       # ReDo's dormancy threshold
     sp_shrink: jax.Array      # shrink & perturb: θ ← shrink·θ + perturb·ε
     sp_perturb: jax.Array
+    # Retention while fine-tuning a pre-trained policy (continual.agents.retention): 0 = off.
+    bc_coef: jax.Array          # behavioural cloning β
+    kickstart_coef: jax.Array   # kickstarting β₀ (decays per update)
+    ewc_coef: jax.Array         # EWC λ of the Gaussian-policy Fisher
+    memory_share: jax.Array     # share of every batch from π*'s protected transitions
+    source_run: jax.Array       # which pre-trained run (of --init-from) this run starts from
 
     @classmethod
     def defaults(cls, **values) -> "HParams":
         base = dict(learning_rate=1e-3, weight_decay=0.0, reg_strength=0.0, redo_tau=0.1,
-                    sp_shrink=1.0, sp_perturb=0.0)
+                    sp_shrink=1.0, sp_perturb=0.0, bc_coef=0.0, kickstart_coef=0.0,
+                    ewc_coef=0.0, memory_share=0.0, source_run=0.0)
         return cls(**{**base, **values})
 
 

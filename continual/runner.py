@@ -386,7 +386,8 @@ def execute(train: Train, keys: jax.Array, hparams: Any, data: Any, task_params:
             schedule: Schedule, *, mode: str = "chunked", mesh: Mesh | None = None,
             plan: BatchPlan | None = None, checkpointer: Any = None,
             checkpoint_seconds: float = 0.0,
-            on_interval: Callable[[int, int, Any], None] | None = None) -> tuple[Any, Any]:
+            on_interval: Callable[[int, int, Any], None] | None = None,
+            snapshots: Any = None) -> tuple[Any, Any]:
     """Runs every run through the ``K`` intervals of ``schedule`` and returns host arrays
     ``(logs0, logs)``: leaves of ``logs0`` have shape ``[R, ...]``, of ``logs`` ``[R, K, ...]``.
 
@@ -400,7 +401,10 @@ def execute(train: Train, keys: jax.Array, hparams: Any, data: Any, task_params:
     over all batches (``plan.batches * K`` in all). With a ``checkpointer`` (see
     :mod:`continual.checkpoint`) the state and logs are saved at the end of every batch, and in
     chunked mode at the end of every visit and whenever ``checkpoint_seconds`` have passed; a
-    run resumes from its latest checkpoint with identical results.
+    run resumes from its latest checkpoint with identical results. With ``snapshots`` (a second
+    checkpointer, keeping all it saves) chunked mode also saves the state at the end of every
+    visit, the last interval's included, at the same positions, with empty host logs: the
+    pre-trained states a later run fine-tunes from (``plax run --init-from``).
 
     Raises :class:`Stopped` with the logs of what finished when anything stops the run.
     """
@@ -478,6 +482,9 @@ def execute(train: Train, keys: jax.Array, hparams: Any, data: Any, task_params:
                 if checkpointer is not None and (visit_ends[k] or due) and k + 1 < total:
                     save(b * total + k + 1, carry)
                     last_save = time.monotonic()
+                if snapshots is not None and visit_ends[k] and \
+                        b * total + k + 1 > (snapshots.latest_step() or 0):
+                    snapshots.save(b * total + k + 1, carry, {})
             finished.append((logs0, stack_intervals(received)))
             logs0, received = None, []
             if checkpointer is not None and b + 1 < plan.batches:

@@ -115,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "at least every M minutes (default 10; 0 = boundaries only)")
     run.add_argument("--keep-checkpoints", type=int, default=3, metavar="N",
                      help="checkpoints kept (default 3); 0 disables checkpointing")
+    run.add_argument("--snapshots", action="store_true",
+                     help="chunked mode: also save the whole state (networks, optimizer, "
+                          "replay) at the end of every task visit in RUN_DIR/snapshots, for a "
+                          "later run to fine-tune from (--init-from RUN_DIR)")
     sinks.add_arguments(run)
     _add_overrides(run)
 
@@ -267,11 +271,21 @@ def _cmd_run(args) -> int:
             step = checkpointer.latest_step()
             print("plax: resuming " + (f"after {step} log intervals" if step is not None
                                        else "from the start (no checkpoint was written)"))
+    snapshots = None
+    if args.snapshots:
+        if cfg.mode != "chunked" or jax.process_count() > 1:
+            raise ConfigError("--snapshots needs chunked mode (the default) in one process")
+        if not args.resume and (out / "snapshots").exists():
+            shutil.rmtree(out / "snapshots")
+        snapshots = Checkpointer(out / "snapshots", keep=10_000,
+                                 fingerprint=f"{meta['fingerprint']}/batch{batches.batch}")
+        meta["snapshots"] = True
     if not args.resume and writer:
         results.save_config(out, meta)  # first, so that --resume finds the config
     try:
         table, per_run, wall = experiment.run(exp, batches=batches, checkpointer=checkpointer,
-                                              checkpoint_seconds=60 * args.checkpoint_minutes)
+                                              checkpoint_seconds=60 * args.checkpoint_minutes,
+                                              snapshots=snapshots)
     except experiment.PartialRun as partial:
         if writer:
             results.save(out, partial.table, {**meta, "partial": True})

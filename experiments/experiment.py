@@ -46,6 +46,14 @@ class Experiment(NamedTuple):
     spec: Any           # the loop's static sizes
     # (host logs of one interval, task index) -> progress-bar fields, averaged over runs
     progress: Callable[[dict, int], dict[str, str]]
+    # What the program gets as its replicated ``data`` when not the task sequence's own: RL
+    # fine-tuning's pre-trained starting points (continual.agents.Agent.start).
+    start: Any = None
+
+    @property
+    def data(self) -> Any:
+        """The compiled program's replicated ``data`` argument."""
+        return self.tasks.data if self.start is None else self.start
 
     @property
     def schedule(self) -> Schedule:
@@ -94,12 +102,12 @@ def plan(exp: Experiment, run_batch: int | None = None) -> BatchPlan:
     config's ``run_batch`` runs per device, or with 0 the largest batch that fits. Compiles
     the programs the run then reuses."""
     return plan_batches(exp.train, run_keys(exp.runs["seed"].to_numpy()), exp.hparams,
-                        exp.tasks.data, exp.tasks.params, exp.schedule, mode=exp.config.mode,
+                        exp.data, exp.tasks.params, exp.schedule, mode=exp.config.mode,
                         run_batch=exp.config.run_batch if run_batch is None else run_batch)
 
 
 def run(exp: Experiment, *, batches: BatchPlan | None = None, progress: bool = True,
-        checkpointer=None, checkpoint_seconds: float = 0.0):
+        checkpointer=None, checkpoint_seconds: float = 0.0, snapshots=None):
     """Executes all runs in the batches of ``batches`` (default :func:`plan`); returns
     ``(table, per_run_summary, wall_seconds)`` (planning included when done here).
 
@@ -131,9 +139,10 @@ def run(exp: Experiment, *, batches: BatchPlan | None = None, progress: bool = T
         return results.to_frame(logs0, logs, runs, cfg.log_every, schedule.task[:n], shares)
 
     try:
-        logs = execute(exp.train, keys, exp.hparams, exp.tasks.data, exp.tasks.params,
+        logs = execute(exp.train, keys, exp.hparams, exp.data, exp.tasks.params,
                        schedule, mode=cfg.mode, plan=batches, checkpointer=checkpointer,
-                       checkpoint_seconds=checkpoint_seconds, on_interval=on_interval)
+                       checkpoint_seconds=checkpoint_seconds, on_interval=on_interval,
+                       snapshots=snapshots)
     except Stopped as stop:
         if stop.finished is None and stop.current is None:
             raise stop.cause from None

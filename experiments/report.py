@@ -42,9 +42,10 @@ _NOT_DIAGNOSTICS = {"nonfinite_steps", "nonfinite_loss", "nonfinite_params", "tr
 
 
 def setting_columns(df: pd.DataFrame) -> list[str]:
-    """Columns that tell settings apart (the run's config columns except run and seed) and that
-    actually vary."""
-    cols = [c for c in results.run_columns(df) if c not in ("run", "seed")]
+    """Columns that tell settings apart (the run's config columns except run and seed, and
+    ``source_run``, the pre-trained run a fine-tuning run pairs with by seed) and that actually
+    vary."""
+    cols = [c for c in results.run_columns(df) if c not in ("run", "seed", "source_run")]
     return [c for c in cols if df[c].nunique(dropna=False) > 1]
 
 

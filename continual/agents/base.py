@@ -86,6 +86,10 @@ class Agent(NamedTuple):
     loss_keys: tuple[str, ...]            # update infos whose non-finite value is divergence
     # (num envs) -> the policy carry of that many envs at an episode's start (leaves [E, ...])
     carry_init: Callable[[int], Any] = lambda n: ()
+    # (fresh state, pre-trained starting points, hparams) -> the state a fine-tuning run starts
+    # from; the loop applies it when its ``data`` argument holds starting points (SAC: a
+    # continual.agents.sac.Start), and an agent without it cannot be fine-tuned.
+    start: Callable[[Any, Any, Any], Any] | None = None
 
 
 def memoryless(act: Callable, act_mode: Callable) -> tuple[Callable, Callable]:

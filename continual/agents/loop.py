@@ -144,7 +144,8 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
                   diagnose: Diagnose | None = None,
                   intervention: Intervention | None = None) -> Train:
     """Builds the loop of one run (vmap it over runs with :func:`continual.runner.execute`;
-    ``data`` is unused and may be ``()``). ``intervention`` (e.g.
+    ``data`` is ``()`` for a fresh start, or pre-trained starting points the agent's
+    :attr:`~continual.agents.Agent.start` reads: fine-tuning). ``intervention`` (e.g.
     :func:`continual.agents.sac.make_reset`) is applied between tasks
     (``spec.intervention_every = 0``) or every that many gradient updates."""
     memory = agent.memory
@@ -237,9 +238,12 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
 
     # --------------------------------------------------------------------------- the loop
     def init(key, hparams: HParams, data, task_params):
-        del data
         k_agent, k_env, k_measure, key = jax.random.split(key, 4)
         state = agent.init(k_agent, hparams)
+        if not (isinstance(data, tuple) and data == ()):  # fine-tuning: pre-trained networks
+            if agent.start is None:
+                raise ValueError("this agent cannot start from pre-trained networks")
+            state = agent.start(state, data, hparams)
         env = reset_envs(task_slice(task_params, 0), k_env, spec.num_envs)
         zeros = jnp.zeros(spec.num_envs)
         carry = RLCarry(state, memory.init(), jnp.zeros((), jnp.int32), env, env,

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 
 from continual import replay
 from continual.agents import policy as tanh_gaussian
+from continual.agents import retention
 from continual.agents.base import Agent, EnvStep, Memory, Rollout, memoryless
 from continual.agents.optim import net_optimizer, scalar_adam, temperature_step
 from continual.classifier import TrainState
@@ -66,7 +67,20 @@ class SACState(NamedTuple):
     target: Any           # target critic parameters, [K, ...]
     log_alpha: jax.Array
     alpha_opt_state: Any
-    step: jax.Array
+    step: jax.Array       # gradient updates so far (of this run: fine-tuning restarts it)
+    anchor: Any = ()      # retention.Anchor when fine-tuning with retention, else ()
+
+
+class Start(NamedTuple):
+    """Pre-trained starting points of fine-tuning runs (leaves ``[P, ...]``, one row per
+    pre-trained run; a run starts from row ``hparams.source_run``): the networks and π*'s
+    stored transitions (leaves ``[P, N, ...]``)."""
+
+    actor: Any
+    critic: Any
+    target: Any
+    log_alpha: jax.Array
+    memory: Any   # Transition
 
 
 @dataclass(frozen=True)
@@ -86,6 +100,8 @@ class SACSpec:
     tau: float = 0.005
     reward_scale: float = 1.0
     init_alpha: float = 1.0
+    # Fine-tuning with retention (continual.agents.retention); None: no retention state.
+    retention: retention.RetentionSpec | None = None
 
     def __post_init__(self):
         if self.target_agg not in TARGET_AGGS:
@@ -96,8 +112,8 @@ class SACSpec:
         if not 0 <= self.discount <= 1 or not 0 < self.tau <= 1:
             raise ValueError("discount must be in [0, 1] and tau in (0, 1]")
         if regularizers.canonical_name(self.regularizer) == "ewc":
-            raise ValueError("regularizer 'ewc' needs a Fisher consolidation step that the SAC "
-                             "agent does not implement yet; choose another regularizer")
+            raise ValueError("regularizer 'ewc' is the supervised EWC; for SAC, EWC is a "
+                             "retention method when fine-tuning (ewc_coef with init_from)")
 
 
 class SAC(NamedTuple):
@@ -112,6 +128,8 @@ class SAC(NamedTuple):
     features: Callable[[SACState, jax.Array], dict]
     networks: dict  # name -> Network ("actor", "critic"), for layer orders and resets
     discount: float  # γ, static (q_bias's soft return uses the agent's own)
+    # (fresh state, Start, hparams) -> the state a fine-tuning run starts from
+    start: Callable[[SACState, Start, HParams], SACState]
 
 
 def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
@@ -131,8 +149,15 @@ def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
         critic = jax.vmap(lambda kk: opt.init(critic_net, kk, hparams))(
             jax.random.split(critic_key, k))
         log_alpha = jnp.log(jnp.asarray(spec.init_alpha, jnp.float32))
+        anchor = ()
+        if spec.retention is not None:  # filled by `start`; zeros keep the state's shape fixed
+            zeros = jax.tree.map(jnp.zeros_like, actor.params)
+            n = spec.retention.memory_size
+            memory = Transition(jnp.zeros((n, observation_size)), jnp.zeros((n, action_size)),
+                                jnp.zeros(n), jnp.zeros(n), jnp.zeros((n, observation_size)))
+            anchor = retention.Anchor(zeros, zeros, memory)
         return SACState(actor, critic, critic.params, log_alpha,
-                        scalar_adam(hparams).init(log_alpha), jnp.zeros((), jnp.int32))
+                        scalar_adam(hparams).init(log_alpha), jnp.zeros((), jnp.int32), anchor)
 
     def sample(actor_params, obs, key):
         return tanh_gaussian.sample(actor_net.apply(actor_params, obs)[0], key)
@@ -153,13 +178,26 @@ def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
         q = q_all(critic_params, batch.obs, batch.action)
         return 0.5 * jnp.mean(jnp.square(q - jax.lax.stop_gradient(target)))
 
-    def actor_loss(actor_params, critic_params, alpha, obs, key):
-        action, logp = sample(actor_params, obs, key)
+    def raw(params, obs):
+        return actor_net.apply(params, obs)[0]
+
+    def actor_loss(actor_params, critic_params, alpha, obs, state, hparams, key):
+        k_sample, k_retain = jax.random.split(key)
+        action, logp = sample(actor_params, obs, k_sample)
         q = aggregate(q_all(critic_params, obs, action))
-        return jnp.mean(alpha * logp - q), logp
+        loss, logs = jnp.mean(alpha * logp - q), {}
+        if spec.retention is not None:  # the actor only: no method regularises the critic
+            penalty, logs = retention.actor_penalty(spec.retention, raw, actor_params,
+                                                    state.anchor, obs, hparams, state.step,
+                                                    k_retain)
+            loss = loss + penalty
+        return loss, (logp, logs)
 
     def update(state: SACState, batch: Transition, hparams: HParams, key):
         k_alpha, k_critic, k_actor, k_tx = jax.random.split(key, 4)
+        if spec.retention is not None:  # episodic memory: π*'s transitions in every batch
+            batch = retention.mix_memory(batch, state.anchor.memory, hparams.memory_share,
+                                         jax.random.fold_in(k_tx, 2))
         # Temperature (Haarnoja et al. 2018b, eq. 18): α·E[−log π − H̄].
         _, logp = sample(state.actor.params, batch.obs, k_alpha)
         log_alpha, alpha_opt, alpha_loss = temperature_step(
@@ -172,15 +210,16 @@ def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
         critic, c_updates = jax.vmap(lambda c, g, kk: opt.step(c, g, hparams, kk))(
             state.critic, c_grads, c_keys)
 
-        (a_loss, a_logp), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
-            state.actor.params, critic.params, alpha, batch.obs, k_actor)
+        (a_loss, (a_logp, retained)), a_grads = jax.value_and_grad(actor_loss, has_aux=True)(
+            state.actor.params, critic.params, alpha, batch.obs, state, hparams, k_actor)
         actor, a_updates = opt.step(state.actor, a_grads, hparams, jax.random.fold_in(k_tx, 1))
 
         target = jax.tree.map(lambda t, p: (1 - spec.tau) * t + spec.tau * p,
                               state.target, critic.params)
         info = {"critic_loss": c_loss, "actor_loss": a_loss, "alpha_loss": alpha_loss,
                 "alpha": alpha, "entropy": -jnp.mean(a_logp),
-                "q_mean": jnp.mean(q_all(critic.params, batch.obs, batch.action))}
+                "q_mean": jnp.mean(q_all(critic.params, batch.obs, batch.action)),
+                **retained}
         if optimizer_stats is not None:  # actor and critic member 0, per layer
             member0 = lambda tree: jax.tree.map(lambda a: a[0], tree)  # noqa: E731
             for net, (g, u, p) in {"actor": (a_grads, a_updates, state.actor.params),
@@ -190,7 +229,8 @@ def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
                 for name, per in stats.items():
                     info.setdefault(name, {}).update(
                         {f"{net}/{layer}": v for layer, v in per.items()})
-        new_state = SACState(actor, critic, target, log_alpha, alpha_opt, state.step + 1)
+        new_state = SACState(actor, critic, target, log_alpha, alpha_opt, state.step + 1,
+                             state.anchor)
         return new_state, info
 
     def critic_loss(state: SACState, batch: Transition, key):
@@ -212,8 +252,23 @@ def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
         x = jnp.concatenate([obs, tanh_gaussian.mode(raw)], axis=-1)
         return {"actor": actor_features, "critic": critic_net.apply(member0, x)[1]}
 
+    def start(state: SACState, pretrained: Start, hparams: HParams) -> SACState:
+        """The run's pre-trained networks (row ``hparams.source_run``) with fresh optimizer
+        states; with retention, θ* frozen as the anchor, its Fisher on π*'s stored states."""
+        row = jax.tree.map(lambda a: a[hparams.source_run.astype(jnp.int32)], pretrained)
+        actor = state.actor._replace(params=row.actor)
+        critic = state.critic._replace(params=row.critic)
+        new = state._replace(actor=actor, critic=critic, target=row.target,
+                             log_alpha=row.log_alpha)
+        if spec.retention is None:
+            return new
+        memory = jax.tree.map(lambda a: a[:spec.retention.memory_size], row.memory)
+        fisher = retention.gaussian_fisher(lambda p, s: raw(p, s[None])[0], row.actor,
+                                           memory.obs[:spec.retention.fisher_samples])
+        return new._replace(anchor=retention.Anchor(row.actor, fisher, memory))
+
     return SAC(init, act, act_mode, update, critic_loss, q_value, features,
-                 {"actor": actor_net, "critic": critic_net}, spec.discount)
+               {"actor": actor_net, "critic": critic_net}, spec.discount, start)
 
 
 def layer_orders(agent: SAC, observation_size: int, action_size: int) -> dict[str, list[str]]:
@@ -390,7 +445,7 @@ def _agent(sac: SAC, memory: Memory, q_bias_keep: int, td_errors: Callable) -> A
         return {"actor": (state.actor, out["actor"]), "critic": (member0, out["critic"])}
 
     act, act_mode = memoryless(sac.act, sac.act_mode)
-    return Agent(init=sac.init, act=act, act_mode=act_mode, update=sac.update,
+    return Agent(init=sac.init, start=sac.start, act=act, act_mode=act_mode, update=sac.update,
                  memory=memory,
                  evaluate=lambda state, obs, action: {"q": sac.q_value(state, obs, action)},
                  measure=measure, features=features,

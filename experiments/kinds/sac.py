@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from continual.agents import make_rl_train
-from continual.agents.sac import (TARGET_AGGS, ReplaySpec, SACSpec, layer_orders, make_reset,
-                                  make_sac, make_sac_agent)
+from continual.agents import retention
+from continual.agents.sac import (TARGET_AGGS, ReplaySpec, SACSpec, Start, Transition,
+                                  layer_orders, make_reset, make_sac, make_sac_agent)
 from continual.agents.trajectory import HER_STRATEGIES, TrajectorySpec, make_her_memory
 from continual.interventions import InterventionSpec
 from continual.replay import EVICTIONS, SAMPLINGS
@@ -18,6 +19,8 @@ from experiments.config import ConfigError, option
 from experiments.experiment import Experiment, Kind, hparams_of, run_table
 from experiments.kinds import rl
 from metrics import hooks
+
+RETENTION = ("bc_coef", "kickstart_coef", "ewc_coef", "memory_share")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,28 @@ class SACConfig(rl.RLConfigBase):
                       ("none",) + HER_STRATEGIES)
     her_relabel: float = option(0.8, "share of a HER batch whose goal is relabelled (HER's "
                                 "k = 4)")
+    # Fine-tuning a pre-trained policy, with retention (Wołczyk et al. 2024).
+    init_from: str = option("", "fine-tune: start from the actor, critic and temperature a "
+                            "run saved with --snapshots (its RUN_DIR; fresh optimizer states); "
+                            "runs pair with the pre-trained run of the same seed")
+    init_visit: int = option(-1, "which task visit of --init-from to start from (0-based; -1: "
+                             "its last)")
+    bc_coef: tuple = option((0.0,), "retention: behavioural cloning β, KL(π* ‖ π) on π*'s "
+                            "stored states (the paper's SAC: 1)", vmapped=True)
+    kickstart_coef: tuple = option((0.0,), "retention: kickstarting β₀, the KL on the "
+                                   "current batch's states, ×kickstart_decay per update",
+                                   vmapped=True)
+    ewc_coef: tuple = option((0.0,), "retention: EWC λ with Continual World's Gaussian-policy "
+                             "Fisher at π* (the paper's SAC: 100)", vmapped=True)
+    memory_share: tuple = option((0.0,), "retention: share of every batch drawn from π*'s "
+                                 "protected transitions (episodic memory; the paper: 0.1)",
+                                 vmapped=True)
+    kickstart_decay: float = option(0.99998, "kickstarting's decay of β per update")
+    kl_direction: str = option("forward", "retention KL: forward KL(π* ‖ π) (the paper's "
+                               "§2) or reverse KL(π ‖ π*) (its App. C.2)",
+                               retention.KL_DIRECTIONS)
+    retention_memory: int = option(10_000, "π*'s transitions kept from its replay (BC states, "
+                                   "episodic memory, the Fisher's states)")
 
     positive = rl.RLConfigBase.positive + ("num_critics",)
 
@@ -60,6 +85,18 @@ class SACConfig(rl.RLConfigBase):
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.discount <= 1 or not 0 < self.tau <= 1:
             raise ConfigError("discount must be in [0, 1] and tau in (0, 1]")
+        coefs = {n: getattr(self, n) for n in RETENTION}
+        if any(v < 0 for vs in coefs.values() for v in vs) or max(self.memory_share) > 1:
+            raise ConfigError("bc_coef, kickstart_coef, ewc_coef must be >= 0 and memory_share "
+                              "in [0, 1]")
+        if any(v for vs in coefs.values() for v in vs) and not self.init_from:
+            raise ConfigError("retention (" + ", ".join(coefs) + ") keeps a pre-trained "
+                              "policy: give --init-from RUN_DIR")
+        if self.init_from and self.her != "none":
+            raise ConfigError("init_from: fine-tuning goal-conditioned SAC with her is not "
+                              "supported yet")
+        if self.retention_memory < 1 or not 0 < self.kickstart_decay <= 1:
+            raise ConfigError("retention_memory must be >= 1 and kickstart_decay in (0, 1]")
         if self.her != "none":
             if not self.goal_conditioned:
                 raise ConfigError(f"her: needs a goal-conditioned env: {rl.GOAL_CONDITIONED}")
@@ -134,7 +171,12 @@ def build(cfg: SACConfig) -> Experiment:
                 activation=cfg.activation, layer_norm=cfg.layer_norm, optimizer=cfg.optimizer,
                 regularizer=cfg.regularizer, num_critics=cfg.num_critics,
                 target_agg=cfg.target_agg, discount=cfg.discount, tau=cfg.tau,
-                reward_scale=cfg.reward_scale),
+                reward_scale=cfg.reward_scale,
+                retention=retention.RetentionSpec(
+                    memory_size=cfg.retention_memory,
+                    fisher_samples=min(2_560, cfg.retention_memory),
+                    kl_direction=cfg.kl_direction, kickstart_decay=cfg.kickstart_decay)
+                if cfg.init_from else None),
         seq.observation_size, seq.action_size,
         optimizer_stats=hooks.optimizer_stats if diagnostics.optimization else None)
     spec = rl.loop_spec(cfg)
@@ -156,7 +198,55 @@ def build(cfg: SACConfig) -> Experiment:
     train = make_rl_train(spec, agent, seq,
                           hooks.make_diagnose(diagnostics.probes, cfg.activation), reset)
     runs = run_table(cfg)
-    return Experiment(cfg, seq, train, runs, hparams_of(runs), spec, rl.progress)
+    start = None
+    if cfg.init_from:
+        start, runs["source_run"] = pretrained_start(cfg, sac, seq, runs)
+    return Experiment(cfg, seq, train, runs, hparams_of(runs), spec, rl.progress, start)
+
+
+def pretrained_start(cfg: SACConfig, sac, seq, runs) -> tuple[Start, Any]:
+    """The fine-tuning runs' starting points from ``cfg.init_from`` (one row per pre-trained
+    run) and, per run, the row it starts from. The networks must match exactly; π*'s
+    transitions are ``retention_memory`` distinct draws from the pre-trained replay's stored
+    ones (with repeats only when it holds fewer)."""
+    import jax
+    import numpy as np
+
+    from continual.optimizers import HParams
+    from experiments import pretrained
+
+    pre = pretrained.load(cfg.init_from, cfg.init_visit)
+    agent, buffer = jax.device_get((pre.state.agent, pre.state.memory.buffer))
+    if pre.config.kind != "sac" or pre.config.her != "none":
+        raise ConfigError(f"init_from: {cfg.init_from} is a {pre.config.kind} run"
+                          f"{' with her' if pre.config.kind == 'sac' else ''}; SAC fine-tunes "
+                          "from a SAC run without her")
+    mine = jax.eval_shape(sac.init, jax.random.key(0), HParams.defaults())
+    for name, theirs, ours in (("actor", agent.actor.params, mine.actor.params),
+                               ("critic", agent.critic.params, mine.critic.params)):
+        shapes = lambda t: [a.shape for a in jax.tree.leaves(t)]  # noqa: E731
+        if (jax.tree.structure(theirs) != jax.tree.structure(ours)
+                or [s[1:] for s in shapes(theirs)] != shapes(ours)):
+            fields = ("network", "hidden", "blocks", "activation", "layer_norm", "num_critics")
+            differ = {f: (getattr(pre.config, f), getattr(cfg, f)) for f in fields
+                      if getattr(pre.config, f) != getattr(cfg, f)}
+            raise ConfigError(
+                f"init_from: the pre-trained {name} differs from this run's ("
+                + (", ".join(f"{f}: {a} there, {b} here" for f, a, b in
+                             ((f, *v) for f, v in differ.items()))
+                   or f"observation/action sizes: {seq.observation_size}/{seq.action_size} "
+                      "here") + ")")
+    rng = np.random.default_rng(cfg.seed)
+    rows = []
+    for r, size in enumerate(np.asarray(buffer.size)):
+        if size == 0:
+            raise ConfigError(f"init_from: pre-trained run {r} stored no transitions")
+        rows.append(rng.choice(size, cfg.retention_memory, replace=size < cfg.retention_memory))
+    memory = jax.tree.map(lambda a: np.stack([a[r][i] for r, i in enumerate(rows)]),
+                          Transition(*buffer.items))
+    start = Start(agent.actor.params, agent.critic.params, agent.target, agent.log_alpha,
+                  memory)
+    return start, pretrained.source_runs(pre.runs["seed"].to_numpy(), runs["seed"].to_numpy())
 
 
 KIND = Kind("sac", "RL", "continual RL presets (SAC on Brax/MJX; goal-conditioned with HER)",
