@@ -86,7 +86,7 @@ def load(run_dir: str | Path, visit: int = -1) -> Pretrained:
 def source_runs(pretrained_seeds, seeds) -> np.ndarray:
     """For each fine-tuning run's seed, the pre-trained run it starts from: the run with the
     same seed (paired seeds), or the only one when a single run was pre-trained."""
-    pretrained_seeds = list(pretrained_seeds)
+    pretrained_seeds, seeds = [int(s) for s in pretrained_seeds], [int(s) for s in seeds]
     if len(pretrained_seeds) == 1:
         return np.zeros(len(seeds), np.int64)
     missing = sorted(set(seeds) - set(pretrained_seeds))

@@ -255,7 +255,8 @@ def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
     def start(state: SACState, pretrained: Start, hparams: HParams) -> SACState:
         """The run's pre-trained networks (row ``hparams.source_run``) with fresh optimizer
         states; with retention, θ* frozen as the anchor, its Fisher on π*'s stored states."""
-        row = jax.tree.map(lambda a: a[hparams.source_run.astype(jnp.int32)], pretrained)
+        row = jax.tree.map(lambda a: a[jnp.asarray(hparams.source_run).astype(jnp.int32)],
+                           pretrained)
         actor = state.actor._replace(params=row.actor)
         critic = state.critic._replace(params=row.critic)
         new = state._replace(actor=actor, critic=critic, target=row.target,
