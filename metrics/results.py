@@ -359,7 +359,14 @@ def mark_diverged(df: pd.DataFrame) -> pd.DataFrame:
 def summarize_runs(df: pd.DataFrame) -> pd.DataFrame:
     """One row per run: continual metrics from R over the table's visits
     (:func:`metrics.continual.summarize` with :func:`visit_tasks`), the plasticity at the end
-    of the first and the last visit, online accuracy and divergence."""
+    of the first and the last visit, online accuracy and divergence.
+
+    Where some evaluated tasks are never trained (``--schedule order:0`` of two tasks), their
+    mean performance at step 0 (``untrained_start``), at the end (``untrained_end``), the drop
+    between them (``untrained_drop``) and from the start to the curve's minimum
+    (``untrained_drop_max``). Fine-tuning a pre-trained policy on task 0 while evaluating the
+    task it was pre-trained on makes these the forgetting of pre-trained capabilities
+    (Wołczyk et al. 2024)."""
     R, runs = r_matrix(df)
     tasks = visit_tasks(df)
     read = readout(df)
@@ -377,6 +384,15 @@ def summarize_runs(df: pd.DataFrame) -> pd.DataFrame:
         # A loss: its rise after the task is forgetting (the negative of forgetting_last).
         L, _ = r_matrix(df, metric)
         table[f"{metric}_forgetting"] = -continual.forgetting_last(L, tasks)
+    untrained = sorted(set(range(R.shape[-1])) - set(tasks.tolist()))
+    if untrained:  # e.g. fine-tuning: the pre-trained task, evaluated but never trained here
+        P, _, _ = performance_array(df)
+        held = P[:, :, untrained]  # [run, step, task]
+        table["untrained_start"] = np.nanmean(held[:, 0], axis=-1)
+        table["untrained_end"] = np.nanmean(held[:, -1], axis=-1)
+        table["untrained_drop"] = table["untrained_start"] - table["untrained_end"]
+        table["untrained_drop_max"] = table["untrained_start"] - np.nanmean(
+            np.nanmin(held, axis=1), axis=-1)
     table = table.join(divergence(df))
     # A diverged run's accuracies are not averaged into anything: blank them.
     metric_cols = [c for c in table.columns if c not in runs.columns and not c.startswith("diverged")]
@@ -390,7 +406,11 @@ SUMMARY_METRICS = ACCURACY.summary
 
 
 def summary_metrics(df: pd.DataFrame) -> tuple[str, ...]:
-    return readout(df).summary + tuple(f"{m}_forgetting" for m in matrix_metrics(df))
+    extra = ()
+    if performance_array(df)[0].shape[-1] > len(set(visit_tasks(df).tolist())):
+        extra = ("untrained_drop", "untrained_drop_max")
+    return (readout(df).summary + tuple(f"{m}_forgetting" for m in matrix_metrics(df))
+            + extra)
 
 
 def aggregate(per_run: pd.DataFrame, by: list[str], metrics=SUMMARY_METRICS,

@@ -438,3 +438,23 @@ def test_forward_transfer_by_hand_against_a_reference_table():
     assert cd["ft_auc_cd"].iloc[0] == pytest.approx(np.mean([(0.3 - 0.5) / 0.7, 1.0]))
     with pytest.raises(ValueError, match="tasks"):
         forward_transfer(_eval_only_table(cl), _eval_only_table(ref[:, :1, :, :1]))
+
+
+def test_untrained_tasks_give_the_forgetting_of_pre_trained_capabilities():
+    """Fine-tuning on task 0 while evaluating task 1 (never trained: ``order:0``): task 1's
+    performance at step 0, at the end, and its drops, by hand."""
+    from metrics.results import summary_metrics, to_frame
+    runs = pd.DataFrame({"seed": [0, 1]})
+    runs.index.name = "run"
+    logs0 = {"eval_acc": np.asarray([[0.1, 0.9], [0.2, 0.8]])}
+    logs = {"eval_acc": np.asarray([[[0.3, 0.5], [0.5, 0.2], [0.7, 0.6]],
+                                    [[0.4, 0.8], [0.6, 0.7], [0.8, 0.7]]])}
+    df = to_frame(logs0, logs, runs, log_every=10, tasks=np.zeros(3, int))
+    table = summarize_runs(df)
+    np.testing.assert_allclose(table["untrained_start"], [0.9, 0.8])
+    np.testing.assert_allclose(table["untrained_end"], [0.6, 0.7])
+    np.testing.assert_allclose(table["untrained_drop"], [0.3, 0.1])
+    np.testing.assert_allclose(table["untrained_drop_max"], [0.7, 0.1])
+    assert {"untrained_drop", "untrained_drop_max"} <= set(summary_metrics(df))
+    trained_all = to_frame(logs0, logs, runs, log_every=10, tasks=np.asarray([0, 1, 1]))
+    assert "untrained_drop" not in summarize_runs(trained_all).columns
