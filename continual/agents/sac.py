@@ -112,8 +112,8 @@ class SACSpec:
         if not 0 <= self.discount <= 1 or not 0 < self.tau <= 1:
             raise ValueError("discount must be in [0, 1] and tau in (0, 1]")
         if regularizers.canonical_name(self.regularizer) == "ewc":
-            raise ValueError("regularizer 'ewc' is the supervised EWC; for SAC, EWC is a "
-                             "retention method when fine-tuning (ewc_coef with init_from)")
+            raise ValueError("regularizer 'ewc' is the supervised EWC; SAC's is ewc_coef "
+                             "(continual.agents.retention)")
 
 
 class SAC(NamedTuple):
@@ -324,6 +324,25 @@ def make_reset(spec, agent: SAC, orders: dict[str, list[str]]):
             return new._replace(target=target)
         return new
 
+    return apply
+
+
+def make_ewc_consolidation(sac: SAC):
+    """Continual World's EWC for SAC (Wołczyk et al. 2021, continualworld/methods/ewc.py) as a
+    boundary intervention ``(state, obs, hparams, key) -> state``: at the end of every task
+    θ* ← the actor now and F ← F + its Gaussian-policy Fisher
+    (:func:`continual.agents.retention.gaussian_fisher`) on the probe batch of stored states, so
+    the penalty ``ewc_coef · Σ F (θ − θ*)²`` sums the tasks' Fishers around the latest
+    parameters (the actor only, as Continual World's default). Needs a SAC made with a
+    :class:`~continual.agents.retention.RetentionSpec`: before the first boundary F = 0."""
+    actor_net = sac.networks["actor"]
+
+    def apply(state: SACState, obs, hparams: HParams, key) -> SACState:
+        fisher = retention.gaussian_fisher(lambda p, s: actor_net.apply(p, s[None])[0][0],
+                                           state.actor.params, obs)
+        total = jax.tree.map(jnp.add, state.anchor.fisher, fisher)
+        return state._replace(anchor=state.anchor._replace(actor=state.actor.params,
+                                                           fisher=total))
     return apply
 
 

@@ -149,7 +149,8 @@ class RLConfigBase(ConfigBase):
             raise ConfigError("reset: 'cbp' is supervised-only for now; valid for RL: "
                               + ", ".join(r for r in RESETS if r != "cbp"))
         if self.regularizer == "ewc":
-            raise ConfigError("regularizer: 'ewc' is supervised-only for now")
+            raise ConfigError("regularizer: 'ewc' is the supervised EWC; SAC's is --ewc-coef "
+                              "(Continual World's Gaussian-policy Fisher)")
         if self.reset == "last_k" and not 1 <= self.reset_last_k <= len(self.hidden) + 1:
             raise ConfigError(f"reset_last_k must be in 1..{len(self.hidden) + 1}")
         if self.env == "grid":

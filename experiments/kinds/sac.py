@@ -11,7 +11,8 @@ from typing import Any
 from continual.agents import make_rl_train
 from continual.agents import retention
 from continual.agents.sac import (TARGET_AGGS, ReplaySpec, SACSpec, Start, Transition,
-                                  layer_orders, make_reset, make_sac, make_sac_agent)
+                                  layer_orders, make_ewc_consolidation, make_reset, make_sac,
+                                  make_sac_agent)
 from continual.agents.trajectory import HER_STRATEGIES, TrajectorySpec, make_her_memory
 from continual.interventions import InterventionSpec
 from continual.replay import EVICTIONS, SAMPLINGS
@@ -64,8 +65,10 @@ class SACConfig(rl.RLConfigBase):
     kickstart_coef: tuple = option((0.0,), "retention: kickstarting β₀, the KL on the "
                                    "current batch's states, ×kickstart_decay per update",
                                    vmapped=True)
-    ewc_coef: tuple = option((0.0,), "retention: EWC λ with Continual World's Gaussian-policy "
-                             "Fisher at π* (the paper's SAC: 100)", vmapped=True)
+    ewc_coef: tuple = option((0.0,), "EWC λ with Continual World's Gaussian-policy Fisher: "
+                             "at π* when fine-tuning (the paper's SAC: 100), else summed over "
+                             "the tasks so far, at each task's end (Continual World: 1e4)",
+                             vmapped=True)
     memory_share: tuple = option((0.0,), "retention: share of every batch drawn from π*'s "
                                  "protected transitions (episodic memory; the paper: 0.1)",
                                  vmapped=True)
@@ -78,6 +81,11 @@ class SACConfig(rl.RLConfigBase):
 
     positive = rl.RLConfigBase.positive + ("num_critics",)
 
+    @property
+    def continual_ewc(self) -> bool:
+        """EWC over a task sequence (no pre-trained policy): consolidation at boundaries."""
+        return not self.init_from and any(self.ewc_coef)
+
     def check(self) -> None:
         super().check()
         for name in ("val_every", "q_bias_keep"):
@@ -89,9 +97,13 @@ class SACConfig(rl.RLConfigBase):
         if any(v < 0 for vs in coefs.values() for v in vs) or max(self.memory_share) > 1:
             raise ConfigError("bc_coef, kickstart_coef, ewc_coef must be >= 0 and memory_share "
                               "in [0, 1]")
-        if any(v for vs in coefs.values() for v in vs) and not self.init_from:
-            raise ConfigError("retention (" + ", ".join(coefs) + ") keeps a pre-trained "
+        if any(v for n in ("bc_coef", "kickstart_coef", "memory_share") for v in coefs[n]) \
+                and not self.init_from:
+            raise ConfigError("bc_coef, kickstart_coef and memory_share keep a pre-trained "
                               "policy: give --init-from RUN_DIR")
+        if self.continual_ewc and self.reset_every:
+            raise ConfigError("ewc_coef consolidates at task boundaries, reset_every resets "
+                              "on a schedule instead: use one of them")
         if self.init_from and self.her != "none":
             raise ConfigError("init_from: fine-tuning goal-conditioned SAC with her is not "
                               "supported yet")
@@ -176,7 +188,7 @@ def build(cfg: SACConfig) -> Experiment:
                     memory_size=cfg.retention_memory,
                     fisher_samples=min(2_560, cfg.retention_memory),
                     kl_direction=cfg.kl_direction, kickstart_decay=cfg.kickstart_decay)
-                if cfg.init_from else None),
+                if cfg.init_from or cfg.continual_ewc else None),
         seq.observation_size, seq.action_size,
         optimizer_stats=hooks.optimizer_stats if diagnostics.optimization else None)
     spec = rl.loop_spec(cfg)
@@ -195,6 +207,10 @@ def build(cfg: SACConfig) -> Experiment:
     agent = make_sac_agent(sac, replay, seq.observation_size, seq.action_size, memory=her)
     reset = make_reset(InterventionSpec(cfg.reset, cfg.reset_every, cfg.reset_last_k), sac,
                        layer_orders(sac, seq.observation_size, seq.action_size))
+    if cfg.continual_ewc:  # consolidate after any boundary reset
+        consolidate = make_ewc_consolidation(sac)
+        reset = consolidate if reset is None else (
+            lambda state, obs, hp, key: consolidate(reset(state, obs, hp, key), obs, hp, key))
     train = make_rl_train(spec, agent, seq,
                           hooks.make_diagnose(diagnostics.probes, cfg.activation), reset)
     runs = run_table(cfg)

@@ -192,3 +192,33 @@ def test_updates_keep_the_anchor_and_log_the_retention_terms(fine_tuned):
         np.testing.assert_array_equal(a, b)
     assert not np.array_equal(jax.tree.leaves(new.actor.params)[0],
                               jax.tree.leaves(state.actor.params)[0])
+
+
+def test_continual_ewc_consolidation_anchors_the_actor_and_sums_the_fishers(fine_tuned):
+    from continual.agents.sac import make_ewc_consolidation
+    sac, _, state, memory, hp = fine_tuned
+    consolidate = jax.jit(make_ewc_consolidation(sac))
+    obs = memory.obs[0, :8]
+    once = consolidate(state, obs, hp, jax.random.key(0))
+    twice = consolidate(once, obs, hp, jax.random.key(0))
+    assert _all_equal(once.anchor.actor, state.actor.params)
+    fisher = retention.gaussian_fisher(
+        lambda p, s: sac.networks["actor"].apply(p, s[None])[0][0], state.actor.params, obs)
+    for a, b, f in zip(jax.tree.leaves(once.anchor.fisher), jax.tree.leaves(twice.anchor.fisher),
+                       jax.tree.leaves(fisher)):
+        np.testing.assert_allclose(b - a, f, rtol=1e-4, atol=1e-6)  # one more task's Fisher
+
+
+def _all_equal(a, b) -> bool:
+    return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_sac_config_routes_ewc_to_the_gaussian_policy_fisher():
+    from experiments import registry
+    from experiments.config import ConfigError
+    cfg = registry.from_preset("maze-sac-her", her="none", ewc_coef=(0.0, 1e4))
+    assert cfg.continual_ewc
+    with pytest.raises(ConfigError, match="--ewc-coef"):
+        registry.from_preset("maze-sac-her", her="none", regularizer="ewc")
+    with pytest.raises(ConfigError, match="give --init-from"):
+        registry.from_preset("maze-sac-her", her="none", bc_coef=(1.0,))
