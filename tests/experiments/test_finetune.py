@@ -92,7 +92,7 @@ def test_init_from_without_snapshots_or_pairs_says_what_to_do(tmp_path, pre_run)
         registry.build(registry.from_preset("maze-sac-her", **TINY, init_from=str(pre_run),
                                             seed=5))
     with pytest.raises(ConfigError, match="give --init-from"):
-        registry.from_preset("maze-sac-her", **TINY, ewc_coef=(100.0,))
+        registry.from_preset("maze-sac-her", **TINY, kickstart_coef=(0.5,))
 
 
 def test_run_rows_pair_with_pre_trained_seeds():
