@@ -19,7 +19,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 # (bc_coef, kickstart_coef, ewc_coef, memory_share) per method: the paper's SAC values where it
