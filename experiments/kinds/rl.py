@@ -17,13 +17,15 @@ from continual.interventions import RESETS
 from experiments.config import ConfigBase, ConfigError, option, shared
 from tasks.envs import brax as brax_envs
 from tasks.envs import brax_goals, grid, pointmaze
+from tasks.envs import playground as dmc
 
 # Environments by source: Brax's (objective, physics and — for the Ant — goal families) and the
 # pure-JAX point-mass maze (its tasks are layouts or goal regions). Goal-conditioned ones have
 # observation = state ‖ goal.
 # The pure-JAX Minigrid family ``grid`` (its tasks are layouts, --grids) has discrete actions:
 # only agents with a discrete policy (``RLConfigBase.discrete_actions``) run it.
-ENVS = tuple(brax_envs.ENVS) + tuple(brax_envs.GOAL_ENVS) + ("pointmaze", "grid")
+# ``dmc``: MuJoCo Playground's DM Control Suite (its tasks are DMC task names, --dmc-tasks).
+ENVS = tuple(brax_envs.ENVS) + tuple(brax_envs.GOAL_ENVS) + ("pointmaze", "grid", "dmc")
 FAMILIES = tuple(brax_envs.FAMILIES) + ("goals", "maze")
 FAMILY_ENVS = {"goals": ("ant", "reacher"), "maze": ("ant",)}
 GOAL_CONDITIONED = ("pointmaze, reacher with --family goals, or ant with --family goals or "
@@ -37,8 +39,9 @@ class RLConfigBase(ConfigBase):
 
     # What to train on.
     env: str = option("halfcheetah", "environment: a Brax one (reacher: goal-conditioned "
-                      "only, with --family goals), or the goal-conditioned pointmaze (pure "
-                      "JAX, fast on a CPU)", ENVS)
+                      "only, with --family goals), the goal-conditioned pointmaze (pure "
+                      "JAX, fast on a CPU), grid, or dmc (MuJoCo Playground's DM Control "
+                      "Suite: --dmc-tasks)", ENVS)
     family: str = option("objectives", "Brax envs: how tasks differ: objective (run "
                          "direction, target velocity), physics (gravity, friction, mass, "
                          "actuator scales), goals (ant, reacher: goal-conditioned, one goal region per "
@@ -69,6 +72,14 @@ class RLConfigBase(ConfigBase):
     mazes: tuple = option(("u_maze",), "pointmaze and the ant maze family: one maze layout "
                           "per task (the same size "
                           "each): " + ", ".join(pointmaze.MAZES))
+    dmc_tasks: tuple = option(("CartpoleBalance", "CartpoleSwingup"), "dmc: one DM Control "
+                              "task per task (e.g. WalkerStand,WalkerWalk,WalkerRun or "
+                              "CartpoleBalance,WalkerWalk,CheetahRun: other domains are "
+                              "padded); walker, hopper and cheetah take NAME@SPEED (m/s, "
+                              "negative: backward); with --family dynamics one task under the "
+                              "physics scales")
+    dmc_impl: str = option("", "dmc: MJX implementation (empty: jax on a CPU, warp on a GPU)",
+                           ("",) + dmc.IMPLS)
     dense_reward: bool = option(False, "goal-conditioned envs: reward −distance to the goal "
                                 "instead of the sparse success signal")
     num_envs: int = option(16, "parallel environments per run")
@@ -95,6 +106,8 @@ class RLConfigBase(ConfigBase):
 
     @property
     def num_tasks(self) -> int:
+        if self.env == "dmc" and self.family != "dynamics":
+            return len(self.dmc_tasks)
         if self.env == "grid":
             return len(self.grids)
         if self.env == "pointmaze":
@@ -130,7 +143,10 @@ class RLConfigBase(ConfigBase):
         return self.env_steps_per_task // self.num_envs, self.log_every // self.num_envs
 
     def describe(self) -> str:
+        dmc_tasks = ", ".join(self.dmc_tasks)
         tasks = ("grids " + ", ".join(self.grids) if self.env == "grid"
+                 else (f"{dmc_tasks} dynamics" if self.family == "dynamics"
+                       else f"tasks {dmc_tasks}") if self.env == "dmc"
                  else "mazes " + ", ".join(self.mazes)
                  if self.env == "pointmaze" or self.family == "maze"
                  else "goal regions " + ", ".join(self.goal_regions) if self.family == "goals"
@@ -161,6 +177,8 @@ class RLConfigBase(ConfigBase):
             if unknown or not self.grids:
                 raise ConfigError(f"grids: unknown grid {unknown[0] if unknown else None!r}; "
                                   f"valid: {', '.join(grid.GRIDS)}")
+        if self.env == "dmc":
+            self._check_dmc()
         if self.env == "pointmaze" or self.family == "maze":
             if not self.mazes:
                 raise ConfigError("mazes needs at least one layout (one task per layout)")
@@ -183,7 +201,7 @@ class RLConfigBase(ConfigBase):
                 raise ConfigError(f"goal_regions: unknown region "
                                   f"{unknown[0] if unknown else None!r}; valid: "
                                   f"{', '.join(brax_goals.REGIONS)}")
-        if self.family == "objectives" and not self.task_values:
+        if self.family == "objectives" and not self.task_values and self.env != "dmc":
             raise ConfigError("task_values needs at least one value (one task per value)")
         scales = {n: getattr(self, n) for n in ("gravity", "friction", "mass", "actuator")
                   if getattr(self, n)}
@@ -200,6 +218,34 @@ class RLConfigBase(ConfigBase):
             raise ConfigError(f"env_steps_per_task ({self.env_steps_per_task}) must be a "
                               f"multiple of log_every ({self.log_every})")
 
+    def _check_dmc(self) -> None:
+        if self.backend:
+            raise ConfigError(f"backend: {self.backend!r} is a Brax backend; dmc takes "
+                              f"--dmc-impl ({', '.join(dmc.IMPLS)})")
+        if self.family not in ("objectives", "dynamics"):
+            raise ConfigError(f"family: {self.family} does not exist for dmc; valid: "
+                              "objectives (the tasks of --dmc-tasks), dynamics (one DMC task "
+                              "under --gravity/--friction/--mass/--actuator)")
+        try:
+            valid = dmc.task_names()
+        except ImportError:
+            raise ConfigError(f"env: dmc needs MuJoCo Playground: {dmc.INSTALL}") from None
+        if not self.dmc_tasks:
+            raise ConfigError(f"dmc_tasks needs at least one task; valid: {', '.join(valid)}")
+        for name in self.dmc_tasks:
+            try:
+                dmc.parse_task(name)
+            except ValueError as e:
+                raise ConfigError(f"dmc_tasks: {e}") from None
+        if self.family == "dynamics" and len(self.dmc_tasks) != 1:
+            raise ConfigError(f"dmc_tasks: --family dynamics runs one DMC task under changing "
+                              f"physics, got {len(self.dmc_tasks)}: {', '.join(self.dmc_tasks)}")
+        lengths = {len(getattr(self, n)) for n in ("gravity", "friction", "mass", "actuator")
+                   if getattr(self, n)}
+        if self.family == "objectives" and lengths and lengths != {len(self.dmc_tasks)}:
+            raise ConfigError(f"gravity, friction, mass and actuator need one value per DMC "
+                              f"task ({len(self.dmc_tasks)}) or none")
+
 
 def env_sequence(cfg: RLConfigBase) -> brax_envs.EnvTaskSequence:
     """The config's task sequence, from the env's source."""
@@ -207,6 +253,14 @@ def env_sequence(cfg: RLConfigBase) -> brax_envs.EnvTaskSequence:
         return grid.grid_sequence(cfg.grids)
     if cfg.env == "pointmaze":
         return pointmaze.maze_sequence(cfg.mazes, dense=cfg.dense_reward)
+    scales = {n: (getattr(cfg, n) or None) for n in ("gravity", "friction", "mass", "actuator")}
+    if cfg.env == "dmc":
+        impl = cfg.dmc_impl or None
+        if cfg.family == "dynamics":
+            return dmc.dynamics(cfg.dmc_tasks[0], impl=impl,
+                                **{f"{n}_scales": v for n, v in scales.items()})
+        return dmc.sequence(cfg.dmc_tasks, impl=impl,
+                            **{f"{n}_scales": v for n, v in scales.items()})
     backend = cfg.backend or None
     if cfg.family == "goals":
         make = brax_goals.reacher_goals if cfg.env == "reacher" else brax_goals.ant_goals
@@ -215,7 +269,6 @@ def env_sequence(cfg: RLConfigBase) -> brax_envs.EnvTaskSequence:
         return brax_goals.ant_maze(cfg.mazes, backend=backend, dense=cfg.dense_reward)
     if cfg.family == "objectives":
         return brax_envs.objectives(cfg.env, cfg.objective, cfg.task_values, backend=backend)
-    scales = {n: (getattr(cfg, n) or None) for n in ("gravity", "friction", "mass", "actuator")}
     return brax_envs.dynamics(cfg.env, **{f"{n}_scales": v for n, v in scales.items()},
                               backend=backend)
 

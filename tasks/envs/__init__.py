@@ -5,8 +5,9 @@ axis, and ``reset(task, key)`` / ``step(task, state, action)`` that take one tas
 RL loop (:mod:`continual.agents.loop`) runs any source unchanged. Sources: Brax
 (:mod:`tasks.envs.brax`: dynamics and objective families), the goal-conditioned point-mass
 maze (:mod:`tasks.envs.pointmaze`: layouts and goal regions as data) and Minigrid's gridworlds
-(:mod:`tasks.envs.grid`: Empty, DoorKey and the Lava / Simple Crossings as data);
-MuJoCo Playground goes beside them as its own module.
+(:mod:`tasks.envs.grid`: Empty, DoorKey and the Lava / Simple Crossings as data) and MuJoCo
+Playground's DM Control Suite (:mod:`tasks.envs.playground`: physics and objectives as data,
+cross-domain sequences padded to one network).
 """
 from tasks.envs.base import EnvTaskSequence, GoalSpace
 
