@@ -39,11 +39,13 @@ def visits(cfg) -> list[tuple[int, int]]:
     return [(int(k), int(schedule.task[k])) for k in ends]
 
 
-def load(run_dir: str | Path, visit: int = -1) -> Pretrained:
-    """The state of every run of ``run_dir`` at the end of visit ``visit`` (−1: the last)."""
+def load(run_dir: str | Path, kind, visit: int = -1) -> Pretrained:
+    """The state of every run of ``run_dir``, a run of ``kind`` (an
+    :class:`experiments.experiment.Kind`: its config and build), at the end of visit ``visit``
+    (−1: the last)."""
     from continual.checkpoint import Checkpointer, CheckpointError
     from continual.runner import run_keys
-    from experiments import experiment, registry
+    from experiments import experiment
 
     run_dir = Path(run_dir)
     config_file = run_dir / "config.json"
@@ -53,14 +55,19 @@ def load(run_dir: str | Path, visit: int = -1) -> Pretrained:
     if not saved.get("snapshots") or not (run_dir / "snapshots").exists():
         raise ConfigError(f"init_from: {run_dir} has no snapshots; run its pre-training with "
                           "--snapshots (chunked mode) to save one per task visit")
-    cfg, _ = registry.config_from_saved(saved)
+    if saved.get("kind") != kind.name:
+        raise ConfigError(f"init_from: {run_dir} is a {saved.get('kind')} run; this run "
+                          f"fine-tunes from a {kind.name} run")
+    fields = {f: saved[f] for f in kind.config.fields() if f in saved}
+    cfg = kind.config(**{k: tuple(v) if isinstance(v, list) else v
+                         for k, v in fields.items()}).validate()
     ends = visits(cfg)
     if not -len(ends) <= visit < len(ends):
         listed = ", ".join(f"{i} (task {t})" for i, (_, t) in enumerate(ends))
         raise ConfigError(f"init_visit: {run_dir} has visits {listed}; got {visit}")
     visit = visit % len(ends)
     k, task = ends[visit]
-    exp = registry.build(cfg)
+    exp = kind.build(cfg)
     runs = experiment.run_table(cfg)
     total = cfg.task_schedule().length
     batch = saved["run_batches"]["batch"]

@@ -252,11 +252,10 @@ def pretrained_start(cfg: SACConfig, sac, seq, runs) -> tuple[Start, Any]:
     from continual.optimizers import HParams
     from experiments import pretrained
 
-    pre = pretrained.load(cfg.init_from, cfg.init_visit)
+    pre = pretrained.load(cfg.init_from, KIND, cfg.init_visit)
     agent, buffer = jax.device_get((pre.state.agent, pre.state.memory.buffer))
-    if pre.config.kind != "sac" or pre.config.her != "none":
-        raise ConfigError(f"init_from: {cfg.init_from} is a {pre.config.kind} run"
-                          f"{' with her' if pre.config.kind == 'sac' else ''}; SAC fine-tunes "
+    if pre.config.her != "none":
+        raise ConfigError(f"init_from: {cfg.init_from} is a SAC run with her; SAC fine-tunes "
                           "from a SAC run without her")
     mine = jax.eval_shape(sac.init, jax.random.key(0), HParams.defaults())
     for name, theirs, ours in (("actor", agent.actor.params, mine.actor.params),

@@ -47,7 +47,7 @@ def _same(a, b) -> bool:
 
 
 def test_snapshot_holds_the_final_state_and_init_from_restores_it_exactly(pre_run):
-    pre = pretrained.load(pre_run)
+    pre = pretrained.load(pre_run, registry.get('sac'))
     assert (pre.visit, pre.task) == (0, 1)
     final = _final_state(pre.config)
     assert _same(jax.device_get(pre.state.agent), final)
@@ -87,7 +87,7 @@ def test_init_from_without_snapshots_or_pairs_says_what_to_do(tmp_path, pre_run)
     (tmp_path / "config.json").write_text((pre_run / "config.json").read_text()
                                           .replace('"snapshots": true', '"snapshots": false'))
     with pytest.raises(ConfigError, match="run its pre-training with --snapshots"):
-        pretrained.load(tmp_path)
+        pretrained.load(tmp_path, registry.get('sac'))
     with pytest.raises(ConfigError, match="no pre-trained partner"):
         registry.build(registry.from_preset("maze-sac-her", **TINY, init_from=str(pre_run),
                                             seed=5))
