@@ -471,16 +471,13 @@ def dynamics(task: str = "CheetahRun", gravity_scales=None, friction_scales=None
     """One DMC task under changing physics. Each ``*_scales`` is ``None`` (1), a scalar or a
     length-T sequence (equal lengths). With none given: base, gravity ×0.5, friction ×0.25,
     mass ×2, actuator ×0.5 (the default of :func:`tasks.envs.brax.dynamics`)."""
-    scales = dict(gravity=gravity_scales, friction=friction_scales, mass=mass_scales,
-                  actuator=actuator_scales)
-    if all(v is None for v in scales.values()):
-        scales = dict(gravity=[1, .5, 1, 1, 1], friction=[1, 1, .25, 1, 1],
-                      mass=[1, 1, 1, 2, 1], actuator=[1, 1, 1, 1, .5])
-    lengths = {k: np.size(v) for k, v in scales.items() if v is not None and np.ndim(v) > 0}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"scale sequences differ in length: {lengths}")
-    n = next(iter(lengths.values()), 1)
-    return sequence((task,) * n, **{f"{k}_scales": v for k, v in scales.items()}, impl=impl,
+    from tasks.envs.brax import dynamics_params  # the same defaults and length checks
+
+    p = dynamics_params(gravity_scales, friction_scales, mass_scales, actuator_scales)
+    n = int(p.gravity.shape[0])
+    scales = dict(gravity=p.gravity, friction=p.friction, mass=p.mass, actuator=p.actuator)
+    return sequence((task,) * n, **{f"{k}_scales": np.asarray(v) for k, v in scales.items()},
+                    impl=impl,
                     name=f"dmc-{task}-dynamics")
 
 
