@@ -253,12 +253,13 @@ def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
         return {"actor": actor_features, "critic": critic_net.apply(member0, x)[1]}
 
     def start(state: SACState, pretrained: Start, hparams: HParams) -> SACState:
-        """The run's pre-trained networks (row ``hparams.source_run``) with fresh optimizer
-        states; with retention, θ* frozen as the anchor, its Fisher on π*'s stored states."""
+        """The run's pre-trained networks (row ``hparams.source_run``), also as θ₀, with fresh
+        optimizer states; with retention, θ* frozen as the anchor, its Fisher on π*'s stored states."""
         row = jax.tree.map(lambda a: a[jnp.asarray(hparams.source_run).astype(jnp.int32)],
                            pretrained)
-        actor = state.actor._replace(params=row.actor)
-        critic = state.critic._replace(params=row.critic)
+        # θ₀ (distance-from-init diagnostics, l2_init) is the pre-trained point too.
+        actor = state.actor._replace(params=row.actor, init_params=row.actor)
+        critic = state.critic._replace(params=row.critic, init_params=row.critic)
         new = state._replace(actor=actor, critic=critic, target=row.target,
                              log_alpha=row.log_alpha)
         if spec.retention is None:
