@@ -16,7 +16,7 @@ from continual.agents import RLSpec
 from continual.interventions import RESETS
 from experiments.config import ConfigBase, ConfigError, option, shared
 from tasks.envs import brax as brax_envs
-from tasks.envs import brax_goals, grid, pointmaze
+from tasks.envs import brax_goals, brax_stages, grid, pointmaze
 from tasks.envs import playground as dmc
 
 # Environments by source: Brax's (objective, physics and — for the Ant — goal families) and the
@@ -26,8 +26,10 @@ from tasks.envs import playground as dmc
 # only agents with a discrete policy (``RLConfigBase.discrete_actions``) run it.
 # ``dmc``: MuJoCo Playground's DM Control Suite (its tasks are DMC task names, --dmc-tasks).
 ENVS = tuple(brax_envs.ENVS) + tuple(brax_envs.GOAL_ENVS) + ("pointmaze", "grid", "dmc")
-FAMILIES = tuple(brax_envs.FAMILIES) + ("goals", "maze")
-FAMILY_ENVS = {"goals": ("ant", "reacher"), "maze": ("ant",)}
+# ``stages``: the multi-stage Reacher (tasks.envs.brax_stages), tasks = the stage episodes
+# start in (pre-train on the later stages, fine-tune from the first).
+FAMILIES = tuple(brax_envs.FAMILIES) + ("goals", "maze", "stages")
+FAMILY_ENVS = {"goals": ("ant", "reacher"), "maze": ("ant",), "stages": ("reacher",)}
 GOAL_CONDITIONED = ("pointmaze, reacher with --family goals, or ant with --family goals or "
                     "maze")
 
@@ -38,16 +40,17 @@ class RLConfigBase(ConfigBase):
     # a task-batched physics step and so a second compiled variant of the simulator.
 
     # What to train on.
-    env: str = option("halfcheetah", "environment: a Brax one (reacher: goal-conditioned "
-                      "only, with --family goals), the goal-conditioned pointmaze (pure "
+    env: str = option("halfcheetah", "environment: a Brax one (reacher: with --family goals "
+                      "or stages), the goal-conditioned pointmaze (pure "
                       "JAX, fast on a CPU), grid, or dmc (MuJoCo Playground's DM Control "
                       "Suite: --dmc-tasks)", ENVS)
     family: str = option("objectives", "Brax envs: how tasks differ: objective (run "
                          "direction, target velocity), physics (gravity, friction, mass, "
                          "actuator scales), goals (ant, reacher: goal-conditioned, one goal region per "
-                         "task) or maze "
+                         "task), maze "
                          "(ant: goal-conditioned, one maze layout of --mazes "
-                         "per task)", FAMILIES)
+                         "per task) or stages (reacher: --stages targets in turn in one "
+                         "episode, one task per --stage-starts)", FAMILIES)
     objective: str = option("direction", "objectives family: forward-velocity weights or "
                             "target velocities", brax_envs.KINDS)
     task_values: tuple = option((1.0, -1.0), "objectives family: one value per task "
@@ -72,6 +75,14 @@ class RLConfigBase(ConfigBase):
     mazes: tuple = option(("u_maze",), "pointmaze and the ant maze family: one maze layout "
                           "per task (the same size "
                           "each): " + ", ".join(pointmaze.MAZES))
+    stages: int = option(4, "stages family: targets the Reacher reaches in turn in one "
+                         "episode (RoboticSequence-shaped; the stage is observed, the target "
+                         "is not)")
+    stage_starts: tuple = option((0, 2), "stages family: one task per value, the stage its "
+                                 "episodes start in (0, 2: the whole task, and its last two "
+                                 "stages to pre-train on)")
+    stage_steps: int = option(50, "stages family: per-stage time limit (steps); an unsolved "
+                              "stage ends the episode")
     dmc_tasks: tuple = option(("CartpoleBalance", "CartpoleSwingup"), "dmc: one DM Control "
                               "task per task (e.g. WalkerStand,WalkerWalk,WalkerRun or "
                               "CartpoleBalance,WalkerWalk,CheetahRun: other domains are "
@@ -110,6 +121,8 @@ class RLConfigBase(ConfigBase):
             return len(self.dmc_tasks)
         if self.env == "grid":
             return len(self.grids)
+        if self.family == "stages":
+            return len(self.stage_starts)
         if self.env == "pointmaze":
             return len(self.mazes)
         if self.family == "goals":
@@ -150,6 +163,8 @@ class RLConfigBase(ConfigBase):
                  else "mazes " + ", ".join(self.mazes)
                  if self.env == "pointmaze" or self.family == "maze"
                  else "goal regions " + ", ".join(self.goal_regions) if self.family == "goals"
+                 else f"{self.stages} stages, starting in "
+                 + ", ".join(map(str, self.stage_starts)) if self.family == "stages"
                  else self.family)
         return (f"{self.env} {tasks}, {self.num_tasks} tasks × {self.env_steps_per_task} "
                 f"env steps ({self.num_envs} envs)")
@@ -190,8 +205,11 @@ class RLConfigBase(ConfigBase):
             if len(set(sizes.values())) > 1:
                 raise ConfigError("mazes: every layout of a sequence needs the same size, got "
                                   + ", ".join(f"{m} ({n})" for m, n in sizes.items()))
-        if self.env in brax_envs.GOAL_ENVS and self.family != "goals":
-            raise ConfigError(f"env: {self.env} is goal-conditioned only: add --family goals")
+        if self.env in brax_envs.GOAL_ENVS and self.family not in ("goals", "stages"):
+            raise ConfigError(f"env: {self.env} runs --family goals (goal-conditioned) or "
+                              "stages (multi-stage)")
+        if self.family == "stages":
+            self._check_stages()
         if self.env != "pointmaze" and self.family in FAMILY_ENVS:
             if self.env not in FAMILY_ENVS[self.family]:
                 raise ConfigError(f"family: {self.family} exists for "
@@ -217,6 +235,21 @@ class RLConfigBase(ConfigBase):
         if self.env_steps_per_task % self.log_every:
             raise ConfigError(f"env_steps_per_task ({self.env_steps_per_task}) must be a "
                               f"multiple of log_every ({self.log_every})")
+
+    def _check_stages(self) -> None:
+        limit = len(brax_stages.TARGETS)
+        if not 1 <= self.stages <= limit:
+            raise ConfigError(f"stages must be in 1..{limit}, got {self.stages}")
+        bad = [s for s in self.stage_starts if not 0 <= s < self.stages]
+        if bad or not self.stage_starts:
+            raise ConfigError(f"stage_starts: one task per start stage, each in "
+                              f"0..{self.stages - 1}; got {list(self.stage_starts)}")
+        if self.stage_steps < 1:
+            raise ConfigError(f"stage_steps must be >= 1, got {self.stage_steps}")
+        if self.episode_length < self.stages * self.stage_steps:
+            raise ConfigError(f"episode_length ({self.episode_length}) cuts the stages short: "
+                              f"use at least stages × stage_steps = "
+                              f"{self.stages * self.stage_steps}")
 
     def _check_dmc(self) -> None:
         if self.backend:
@@ -265,6 +298,10 @@ def env_sequence(cfg: RLConfigBase) -> brax_envs.EnvTaskSequence:
     if cfg.family == "goals":
         make = brax_goals.reacher_goals if cfg.env == "reacher" else brax_goals.ant_goals
         return make(cfg.goal_regions, backend=backend, dense=cfg.dense_reward)
+    if cfg.family == "stages":
+        return brax_stages.reacher_stages(tuple(int(s) for s in cfg.stage_starts),
+                                          stages=cfg.stages, stage_steps=cfg.stage_steps,
+                                          backend=backend)
     if cfg.family == "maze":
         return brax_goals.ant_maze(cfg.mazes, backend=backend, dense=cfg.dense_reward)
     if cfg.family == "objectives":

@@ -139,40 +139,50 @@ REACHER_THRESHOLD = 0.05
 FINGERTIP = 0.11  # the fingertip's offset along the second link (Brax's reacher.xml)
 
 
+def reacher_arm(pipeline_state) -> jax.Array:
+    """[8] the Reacher arm's state: cos θ (2) ‖ sin θ (2) ‖ θ̇ (2) ‖ fingertip x, y (2)."""
+    from brax import base
+
+    theta, theta_dot = pipeline_state.q[:2], pipeline_state.qd[:2]
+    tip_offset = base.Transform.create(pos=jnp.array([FINGERTIP, 0.0, 0.0]))
+    tip = pipeline_state.x.take(1).do(tip_offset).pos[:2]
+    return jnp.concatenate([jnp.cos(theta), jnp.sin(theta), theta_dot, tip])
+
+
+def reacher_init(env, key: jax.Array, target: jax.Array):
+    """A Brax ``State`` of the Reacher at Brax's reset noise on the arm (uniform ±0.1 rad,
+    ±0.005 rad/s), its target's slide joints holding ``target`` at rest."""
+    from brax.envs.base import State
+
+    k_q, k_qd = jax.random.split(key)
+    q = env.sys.init_q + jax.random.uniform(k_q, (env.sys.q_size(),), minval=-0.1, maxval=0.1)
+    qd = jax.random.uniform(k_qd, (env.sys.qd_size(),), minval=-0.005, maxval=0.005)
+    pipeline_state = env.pipeline_init(q.at[2:].set(target), qd.at[2:].set(0.0))
+    zero = jnp.zeros(())
+    return State(pipeline_state, env._get_obs(pipeline_state), zero, zero,
+                 {"reward_dist": zero, "reward_ctrl": zero})
+
+
 def reacher_goals(region_names: Sequence[str] = ("circle",), *,
                   backend: Optional[str] = None, dense: bool = False) -> EnvTaskSequence:
     """The goal-conditioned Reacher over a sequence of goal regions (see the module docstring)."""
-    from brax import base
-    from brax.envs.base import State
-
     params = regions(region_names, REACHER_RADIUS)
     env = brax_envs.make_env("reacher", backend)
     goals = GoalSpace(REACHER_STATE_SIZE, (6, 7), REACHER_THRESHOLD, dense)
-    tip_offset = base.Transform.create(pos=jnp.array([FINGERTIP, 0.0, 0.0]))
-
-    def observe(pipeline_state, goal):
-        theta, theta_dot = pipeline_state.q[:2], pipeline_state.qd[:2]
-        tip = pipeline_state.x.take(1).do(tip_offset).pos[:2]
-        return jnp.concatenate([jnp.cos(theta), jnp.sin(theta), theta_dot, tip, goal])
 
     def reset(task: GoalRegion, key) -> GoalState:
-        # Brax's reset noise on the arm (uniform ±0.1 rad, ±0.005 rad/s); the target's joints
-        # hold the goal, at rest.
-        k_q, k_qd, k_goal = jax.random.split(key, 3)
+        k_arm, k_goal = jax.random.split(key)
         goal = sample_goal(task, k_goal)
-        q = env.sys.init_q + jax.random.uniform(k_q, (env.sys.q_size(),), minval=-0.1,
-                                                maxval=0.1)
-        qd = jax.random.uniform(k_qd, (env.sys.qd_size(),), minval=-0.005, maxval=0.005)
-        pipeline_state = env.pipeline_init(q.at[2:].set(goal), qd.at[2:].set(0.0))
+        inner = reacher_init(env, k_arm, goal)
         zero = jnp.zeros(())
-        inner = State(pipeline_state, env._get_obs(pipeline_state), zero, zero,
-                                {"reward_dist": zero, "reward_ctrl": zero})
-        return GoalState(inner, observe(pipeline_state, goal), zero, zero)
+        return GoalState(inner, jnp.concatenate([reacher_arm(inner.pipeline_state), goal]),
+                         zero, zero)
 
     def step(task: GoalRegion, state: GoalState, action) -> GoalState:
         del task  # the goal was drawn at reset
         inner = env.step(state.inner, action)
-        obs = observe(inner.pipeline_state, state.obs[REACHER_STATE_SIZE:])
+        obs = jnp.concatenate([reacher_arm(inner.pipeline_state),
+                               state.obs[REACHER_STATE_SIZE:]])
         return GoalState(inner, obs, goals.reward(obs[:REACHER_STATE_SIZE],
                                                   obs[REACHER_STATE_SIZE:]), inner.done)
 
