@@ -164,7 +164,7 @@ class RLConfigBase(ConfigBase):
                  if self.env == "pointmaze" or self.family == "maze"
                  else "goal regions " + ", ".join(self.goal_regions) if self.family == "goals"
                  else f"{self.stages} stages, starting in "
-                 + ", ".join(map(str, self.stage_starts)) if self.family == "stages"
+                 + ", ".join(f"{s:g}" for s in self.stage_starts) if self.family == "stages"
                  else self.family)
         return (f"{self.env} {tasks}, {self.num_tasks} tasks × {self.env_steps_per_task} "
                 f"env steps ({self.num_envs} envs)")
@@ -240,10 +240,11 @@ class RLConfigBase(ConfigBase):
         limit = len(brax_stages.TARGETS)
         if not 1 <= self.stages <= limit:
             raise ConfigError(f"stages must be in 1..{limit}, got {self.stages}")
-        bad = [s for s in self.stage_starts if not 0 <= s < self.stages]
+        bad = [s for s in self.stage_starts if s != int(s) or not 0 <= s < self.stages]
         if bad or not self.stage_starts:
-            raise ConfigError(f"stage_starts: one task per start stage, each in "
-                              f"0..{self.stages - 1}; got {list(self.stage_starts)}")
+            raise ConfigError(f"stage_starts: one task per start stage, each an integer in "
+                              f"0..{self.stages - 1}; got "
+                              f"{', '.join(f'{s:g}' for s in self.stage_starts) or 'none'}")
         if self.stage_steps < 1:
             raise ConfigError(f"stage_steps must be >= 1, got {self.stage_steps}")
         if self.episode_length < self.stages * self.stage_steps:

@@ -107,3 +107,29 @@ def test_bad_stage_settings_list_the_valid_range():
         brax_stages.reacher_stages((0, 4), stages=4)
     with pytest.raises(ValueError, match=r"1\.\.4"):
         brax_stages.reacher_stages((0,), stages=5)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(stage_starts=(0, 1.5)), r"an integer in 0\.\.3; got 0, 1\.5"),
+    (dict(stage_starts=(0, 4)), r"0\.\.3; got 0, 4"),
+    (dict(episode_length=100), r"at least stages × stage_steps = 160"),
+    (dict(env="halfcheetah"), r"stages exists for reacher"),
+])
+def test_stage_config_errors_say_what_is_valid(overrides, message):
+    from experiments import registry
+    from experiments.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        registry.from_preset("reacher-stages-quick", **overrides).validate()
+
+
+def test_stage_config_builds_one_task_per_start_stage():
+    from experiments import registry
+    from experiments.kinds import rl
+
+    cfg = registry.from_preset("reacher-stages-quick", stage_starts=(0, 1, 3), stages=4)
+    cfg.validate()
+    seq = rl.env_sequence(cfg)
+    assert cfg.num_tasks == seq.num_tasks == 3
+    np.testing.assert_array_equal(seq.params.start_stage, [0, 1, 3])
+    assert "4 stages, starting in 0, 1, 3" in cfg.describe()
