@@ -37,6 +37,12 @@ class Learner(NamedTuple):
     boundary: Callable[[TrainState, Batch, jax.Array], TrainState]
 
 
+def mask_logits(logits: jax.Array, class_mask: jax.Array, setting: str) -> jax.Array:
+    """The logits a ``setting`` trains and evaluates: all of them (``class``), or only the
+    example's task classes (``task``; the others at −1e9, so softmax gives them 0)."""
+    return jnp.where(class_mask, logits, -1e9) if setting == "task" else logits
+
+
 def make_classifier(network: Network, optimizer: str, *, setting: str = "class",
                     regularizer: str = "none", fisher_examples: int = 128,
                     optimizer_stats: Callable | None = None) -> Learner:
@@ -61,9 +67,7 @@ def make_classifier(network: Network, optimizer: str, *, setting: str = "class",
 
     def logits_of(params, batch: Batch):
         logits, features = network.apply(params, batch.x)
-        if setting == "task":
-            logits = jnp.where(batch.class_mask, logits, -1e9)
-        return logits, features
+        return mask_logits(logits, batch.class_mask, setting), features
 
     def init(key: jax.Array, hparams: HParams) -> TrainState:
         init_key, reg_key = jax.random.split(key)

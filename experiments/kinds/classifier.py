@@ -9,7 +9,9 @@ import numpy as np
 
 from continual.classifier import SETTINGS, make_classifier
 from continual.interventions import InterventionSpec, make_intervention, with_intervention_state
+from continual.latent_replay import LOWER, METHODS, make_feature_replay, make_generative_replay
 from continual.loop import LoopSpec, make_train
+from continual.network_cut import CUTTABLE, cut_network, cut_points
 from experiments.config import ConfigBase, ConfigError, option
 from experiments.experiment import Experiment, Kind, hparams_of, run_table
 from metrics import hooks
@@ -42,12 +44,30 @@ class ClassifierConfig(ConfigBase):
     replay_capacity: int = option(0, "rehearsal reservoir size in examples (Vitter's "
                                   "Algorithm R); 0 = no rehearsal")
     replay_fraction: float = option(0.5, "fraction of each batch drawn from the reservoir")
+    # Replay in latent space (continual.latent_replay).
+    latent_layer: int = option(0, "replay level: 0 = rehearse raw examples through the whole "
+                               "network; k >= 1 = replay features after k hidden layers through "
+                               "the layers above only (Pellegrini et al. 2020; mlp and cnn)")
+    latent_replay: str = option("stored", "what latent_layer >= 1 replays: stored (a reservoir "
+                                "of replay_capacity features, Pellegrini et al. 2020) or "
+                                "generative (a class-conditional VAE's features with "
+                                "distillation: brain-inspired replay, van de Ven et al. 2020)",
+                                METHODS)
+    latent_lower: str = option("freeze", "the layers below latent_layer after the first task: "
+                               "freeze, or slow (their updates × latent_slow)", LOWER)
+    latent_slow: float = option(0.1, "latent_lower=slow: factor on the lower layers' updates")
+    vae_hidden: int = option(256, "generative latent replay: hidden width of the VAE's encoder "
+                             "and decoder")
+    vae_latent: int = option(32, "generative latent replay: VAE latent size")
+    distill_temperature: float = option(2.0, "generative latent replay: distillation "
+                                        "temperature (BI-R: 2)")
     # The loop.
     steps_per_task: int = option(400, "gradient steps per task")
     eval_examples: int = option(1000, "test examples per task for evaluation")
 
     positive = ConfigBase.positive + ("num_tasks", "classes_per_task", "random_label_examples",
-                                      "steps_per_task", "eval_examples")
+                                      "steps_per_task", "eval_examples", "vae_hidden",
+                                      "vae_latent")
 
     @property
     def intervals_per_task(self) -> int:
@@ -69,9 +89,62 @@ class ClassifierConfig(ConfigBase):
                               f"log_every ({self.log_every})")
         if self.network == "cnn" and (not self.channels or any(c < 1 for c in self.channels)):
             raise ConfigError(f"channels must be positive, got {self.channels}")
+        self._check_latent()
+
+    @property
+    def replay_batch(self) -> int:
+        """Replayed rows per batch of latent replay (raw rehearsal: the loop's own split)."""
+        return round(self.batch_size * self.replay_fraction)
+
+    def _check_latent(self) -> None:
+        if self.latent_layer < 0:
+            raise ConfigError(f"latent_layer must be >= 0, got {self.latent_layer}")
+        if self.latent_layer == 0:
+            if self.latent_replay == "generative":
+                raise ConfigError("latent_replay=generative needs latent_layer >= 1 (generated "
+                                  "features of a hidden layer; raw generative replay is not "
+                                  "implemented)")
+            return
+        if self.network not in CUTTABLE:
+            raise ConfigError(f"latent_layer={self.latent_layer}: network {self.network!r} "
+                              f"cannot run from a hidden layer on; latent replay supports "
+                              f"{', '.join(CUTTABLE)}")
+        points = cut_points(self.network, self.hidden, self.channels)
+        if self.latent_layer not in points:
+            raise ConfigError(f"latent_layer must be in {points.start}..{points.stop - 1} for "
+                              f"network {self.network} with hidden={self.hidden}"
+                              + (f" and channels={self.channels}" if self.network == "cnn"
+                                 else "") + f", got {self.latent_layer}")
+        if self.reset == "cbp":
+            raise ConfigError("latent_layer >= 1 keeps its replay memory where reset=cbp keeps "
+                              "its utilities: use another reset, or latent_layer 0")
+        if self.boundaries == "hidden":
+            raise ConfigError("latent_layer >= 1 acts at announced task boundaries (lower "
+                              "layers freeze, the generator's frozen copy): use boundaries "
+                              "announced")
+        if self.replay_batch < 1:
+            raise ConfigError(f"latent_layer >= 1 needs replayed rows: batch_size × "
+                              f"replay_fraction = {self.batch_size} × {self.replay_fraction} "
+                              f"rounds to 0")
+        if self.latent_replay == "stored" and self.replay_capacity < 1:
+            raise ConfigError("latent_replay=stored needs replay_capacity >= 1 (stored "
+                              "features)")
+        if self.latent_replay == "generative" and self.replay_capacity:
+            raise ConfigError(f"latent_replay=generative stores nothing: set replay_capacity "
+                              f"0 (got {self.replay_capacity})")
+        if not 0 <= self.latent_slow <= 1:
+            raise ConfigError(f"latent_slow must be in [0, 1], got {self.latent_slow}")
+        if self.distill_temperature <= 0:
+            raise ConfigError(f"distill_temperature must be > 0, got "
+                              f"{self.distill_temperature}")
 
 
 FIELDS = ClassifierConfig.fields()
+
+# Class-incremental Split digits (5 tasks × 2 classes, one head), the latent-replay presets' base.
+SPLIT_DIGITS = dict(dataset="digits", family="split", num_tasks=5, classes_per_task=2,
+                    setting="class", hidden=(128, 128), batch_size=64, steps_per_task=300,
+                    log_every=100, seeds=5)
 
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "demo": (
@@ -121,6 +194,19 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         dict(dataset="mnist", family="split", num_tasks=5, classes_per_task=2, setting="task",
              hidden=(256, 256), batch_size=128, steps_per_task=500, log_every=100, seeds=3),
     ),
+    "split-digits-latent": (
+        "latent replay (Pellegrini et al. 2020) on class-incremental Split digits: 5 tasks × 2 "
+        "classes, MLP 128-128, a reservoir of 200 hidden/0 features replayed through the layers "
+        "above, hidden/0 frozen after the first task, 5 seeds; 15 s on a 2-core CPU",
+        dict(SPLIT_DIGITS, latent_layer=1, latent_replay="stored", replay_capacity=200),
+    ),
+    "split-digits-bir": (
+        "generative internal replay (brain-inspired replay, van de Ven et al. 2020) on "
+        "class-incremental Split digits: a class-conditional VAE over hidden/0 features, its "
+        "samples of past classes replayed through the layers above with distillation (T = 2), "
+        "no stored examples, 5 seeds; 20 s on a 2-core CPU",
+        dict(SPLIT_DIGITS, latent_layer=1, latent_replay="generative"),
+    ),
     "split-cifar100": (
         "Split CIFAR-100: 20 tasks × 5 classes with a small CNN, task-incremental; for a GPU "
         "(30,000 seed-steps of a 32-64 CNN: about 45 min on a 2-core CPU, estimated)",
@@ -157,19 +243,39 @@ def build(cfg: ClassifierConfig) -> Experiment:
                            channels=cfg.channels, blocks=cfg.blocks, activation=cfg.activation,
                            layer_norm=cfg.layer_norm)
     diagnostics = hooks.parse_metrics(cfg.metrics, tau=cfg.dormant_tau)
-    learner = make_classifier(network, cfg.optimizer, setting=cfg.setting,
-                              regularizer=cfg.regularizer)
-    stats_update = make_classifier(
-        network, cfg.optimizer, setting=cfg.setting, regularizer=cfg.regularizer,
-        optimizer_stats=hooks.optimizer_stats).update if diagnostics.optimization else None
+
+    def make_learner(optimizer_stats=None):
+        if not cfg.latent_layer:
+            return make_classifier(network, cfg.optimizer, setting=cfg.setting,
+                                   regularizer=cfg.regularizer, optimizer_stats=optimizer_stats)
+        cut = cut_network(cfg.network, tasks.input_shape, tasks.num_classes, cfg.latent_layer,
+                          hidden=cfg.hidden, channels=cfg.channels, activation=cfg.activation,
+                          layer_norm=cfg.layer_norm)
+        common = dict(num_classes=tasks.num_classes, replay_batch=cfg.replay_batch,
+                      setting=cfg.setting, regularizer=cfg.regularizer, lower=cfg.latent_lower,
+                      slow=cfg.latent_slow, optimizer_stats=optimizer_stats)
+        if cfg.latent_replay == "stored":
+            return make_feature_replay(network, cut, cfg.optimizer,
+                                       capacity=cfg.replay_capacity, **common)
+        return make_generative_replay(network, cut, cfg.optimizer, vae_hidden=cfg.vae_hidden,
+                                      vae_latent=cfg.vae_latent,
+                                      temperature=cfg.distill_temperature, **common)
+
+    learner = make_learner()
+    stats_update = (make_learner(hooks.optimizer_stats).update if diagnostics.optimization
+                    else None)
     diagnose = hooks.make_diagnose(diagnostics.probes, cfg.activation)
     order = layer_order(network, tasks.input_shape)
     ispec = InterventionSpec(cfg.reset, cfg.reset_every, cfg.reset_last_k, cfg.cbp_maturity,
                              cfg.cbp_replacement_rate)
     intervention = make_intervention(ispec, learner, order)
     learner = with_intervention_state(learner, ispec, order)
-    spec = LoopSpec(cfg.steps_per_task, cfg.log_every, cfg.batch_size,
-                    replay_capacity=cfg.replay_capacity, replay_fraction=cfg.replay_fraction,
+    # Latent replay draws its replayed rows itself: the loop draws only the current ones.
+    latent = cfg.latent_layer > 0
+    spec = LoopSpec(cfg.steps_per_task, cfg.log_every,
+                    cfg.batch_size - cfg.replay_batch if latent else cfg.batch_size,
+                    replay_capacity=0 if latent else cfg.replay_capacity,
+                    replay_fraction=cfg.replay_fraction,
                     intervention_every=1 if cfg.reset == "cbp" else cfg.reset_every)
     train = make_train(spec, learner, tasks, diagnose, intervention, stats_update)
     runs = run_table(cfg)

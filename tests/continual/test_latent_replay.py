@@ -1,0 +1,313 @@
+"""Latent replay (continual.network_cut, continual.feature_vae, continual.latent_replay):
+network cuts, the VAE's ELBO and samples, the lower-layer policy, and the loop with stored and
+generated features (one compilation each, shared by the module)."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from continual.feature_vae import make_feature_vae
+from continual.latent_replay import distillation, hold_lower, lower_scale
+from continual.network_cut import cut_network, cut_points
+from continual.runner import run_keys
+from experiments.config import ConfigError
+from experiments.kinds.classifier import PRESETS
+from experiments.kinds.classifier import ClassifierConfig as Config
+from experiments.registry import build, from_preset
+from plasticity.networks import layer_params, make_network
+from tasks.schedule import parse
+
+SHAPE = (8, 8, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# cutting a network
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind,activation,layer_norm", [
+    ("mlp", "relu", False), ("mlp", "rational_shared", True), ("mlp", "crelu", False),
+    ("cnn", "rational", True)])
+def test_cut_halves_compose_to_the_whole_network_at_every_cut(kind, activation, layer_norm):
+    kw = dict(hidden=(16, 12), channels=(4,), activation=activation, layer_norm=layer_norm)
+    net = make_network(kind, SHAPE, 10, **kw)
+    params = net.init(jax.random.key(0))
+    x = jax.random.normal(jax.random.key(1), (5, *SHAPE))
+    out, features = net.apply(params, x)
+    stem = 1 if kind == "cnn" else 0
+    for k in cut_points(kind, kw["hidden"], kw["channels"]):
+        cut = cut_network(kind, SHAPE, 10, k, **kw)
+        h = cut.lower(params, x)
+        assert h.shape == (5, *cut.feature_shape)
+        np.testing.assert_array_equal(cut.upper(params, h), out)
+        if k > stem:  # a dense cut stores that layer's features entry
+            np.testing.assert_array_equal(h, features[f"hidden/{k - stem - 1}"])
+
+
+def test_lower_mask_marks_exactly_the_layers_below_the_cut():
+    net = make_network("mlp", SHAPE, 10, hidden=(8, 8, 8), layer_norm=True)
+    cut = cut_network("mlp", SHAPE, 10, 2, hidden=(8, 8, 8), layer_norm=True)
+    params = net.init(jax.random.key(0))
+    marked = {layer for layer, leaves in layer_params(cut.lower_mask(params)).items()
+              if all(leaves.values())}
+    assert marked == {"hidden/0", "hidden/1", "norm/0", "norm/1"}
+
+
+def test_cut_refuses_networks_and_layers_it_cannot_run_from():
+    with pytest.raises(ValueError, match=r"'resmlp' cannot be cut.*mlp, cnn"):
+        cut_network("resmlp", SHAPE, 10, 1, hidden=(8,))
+    with pytest.raises(ValueError, match=r"cut at layer 1\.\.2, not 3"):
+        cut_network("mlp", SHAPE, 10, 3, hidden=(8, 8))
+    with pytest.raises(ValueError, match=r"channels=\(4, 4\).*layer 2\.\.3, not 1"):
+        cut_network("cnn", SHAPE, 10, 1, hidden=(8,), channels=(4, 4))
+
+
+# --------------------------------------------------------------------------------------------
+# the feature VAE
+# --------------------------------------------------------------------------------------------
+
+
+def test_vae_elbo_matches_a_numpy_computation_on_a_tiny_batch():
+    vae = make_feature_vae((3,), num_classes=2, hidden=4, latent=2)
+    p = vae.init(jax.random.key(0))
+    h = np.array([[0.5, -1.0, 2.0], [0.0, 0.3, 1.0]], np.float32)
+    y = np.array([1, 0])
+    eps = np.array([[0.1, -0.2], [1.5, 0.4]], np.float32)
+    elbo, recon, kl = vae.elbo_terms(p, jnp.asarray(h), jnp.asarray(y), jnp.asarray(eps))
+
+    q = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
+    relu = lambda v: np.maximum(v, 0)  # noqa: E731
+    enc = relu(h @ q["enc"]["kernel"] + q["enc"]["bias"]) @ q["enc_out"]["kernel"] \
+        + q["enc_out"]["bias"]
+    m, s = enc[:, :2], enc[:, 2:]
+    z = m + np.exp(s / 2) * eps
+    dec = relu(z @ q["dec"]["kernel"] + q["dec"]["bias"]) @ q["dec_out"]["kernel"] \
+        + q["dec_out"]["bias"]
+    want_recon = -0.5 * ((h - dec) ** 2).sum(-1) - 1.5 * math.log(2 * math.pi)
+    mu = q["prior_mean"][y]
+    want_kl = 0.5 * (np.exp(s) + (m - mu) ** 2 - 1 - s).sum(-1)
+    np.testing.assert_allclose(recon, want_recon, rtol=1e-5)
+    np.testing.assert_allclose(kl, want_kl, rtol=1e-5)
+    np.testing.assert_allclose(elbo, want_recon - want_kl, rtol=1e-5)
+    assert (np.asarray(kl) >= 0).all()
+
+
+def test_generated_features_have_the_layer_shape_and_the_class_asked_for():
+    # Four classes of 6-d "features": Gaussian clusters around well-separated centres.
+    classes, dim = 4, 6
+    centres = 3.0 * jax.random.normal(jax.random.key(0), (classes, dim))
+    vae = make_feature_vae((dim,), classes, hidden=32, latent=4)
+    tx = optax.adam(3e-3)
+
+    @jax.jit
+    def fit(key):
+        p = vae.init(key)
+
+        def step(carry, k):
+            p, s = carry
+            k_y, k_x, k_e = jax.random.split(k, 3)
+            y = jax.random.randint(k_y, (64,), 0, classes)
+            h = centres[y] + 0.3 * jax.random.normal(k_x, (64, dim))
+            g = jax.grad(lambda p: -jnp.mean(vae.elbo(p, h, y, k_e)))(p)
+            u, s = tx.update(g, s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        (p, _), _ = jax.lax.scan(step, (p, tx.init(p)), jax.random.split(key, 600))
+        return p
+
+    params = fit(jax.random.key(1))
+    asked = jnp.repeat(jnp.arange(classes), 50)
+    gen = vae.generate(params, asked, jax.random.key(2))
+    assert gen.shape == (classes * 50, dim)
+    # A fixed classifier (nearest true centre) reads the asked class off the samples.
+    nearest = jnp.argmin(jnp.sum((gen[:, None] - centres[None]) ** 2, -1), -1)
+    # (0.89 measured after 600 steps; chance 0.25)
+    assert float(jnp.mean(nearest == asked)) > 0.7
+
+
+# --------------------------------------------------------------------------------------------
+# the lower layers and the distillation loss
+# --------------------------------------------------------------------------------------------
+
+
+def test_lower_layers_learn_in_the_first_task_then_freeze_or_slow_down():
+    assert float(lower_scale(jnp.int32(0), "freeze", 0.1)) == 1.0
+    assert float(lower_scale(jnp.int32(2), "freeze", 0.1)) == 0.0
+    assert float(lower_scale(jnp.int32(1), "slow", 0.25)) == 0.25
+    old = {"a": jnp.array([1.0, 2.0]), "b": jnp.array([3.0])}
+    new = {"a": jnp.array([1.3, 2.7]), "b": jnp.array([4.0])}
+    mask = {"a": True, "b": False}
+    held = hold_lower(old, new, mask, jnp.float32(0.0))
+    np.testing.assert_array_equal(held["a"], old["a"])
+    np.testing.assert_array_equal(held["b"], new["b"])
+    np.testing.assert_allclose(hold_lower(old, new, mask, jnp.float32(0.5))["a"], [1.15, 2.35])
+    np.testing.assert_array_equal(hold_lower(old, new, mask, jnp.float32(1.0))["a"], new["a"])
+
+
+def test_distillation_is_zero_on_matching_logits_and_ignores_masked_classes():
+    t = jnp.array([[2.0, -1.0, -1e9]])
+    assert abs(float(distillation(t, t, 2.0)[0])) < 1e-6
+    s = jnp.array([[0.0, 1.0, -1e9]])
+    p, q = jax.nn.softmax(t[0, :2] / 2), jax.nn.softmax(s[0, :2] / 2)
+    want = 4.0 * float(jnp.sum(p * (jnp.log(p) - jnp.log(q))))
+    np.testing.assert_allclose(float(distillation(s, t, 2.0)[0]), want, rtol=1e-5)
+    # A class the targets give 0 (a new class) but the student does not is pushed down.
+    student = jnp.array([[2.0, -1.0, 3.0]])
+    assert float(distillation(student, t, 2.0)[0]) > 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# in the loop: one compilation per method, driven interval by interval from the host
+# --------------------------------------------------------------------------------------------
+
+BASE = Config(dataset="digits", family="split", num_tasks=3, classes_per_task=2,
+              setting="class", hidden=(32, 32), steps_per_task=60, log_every=30,
+              batch_size=32, seeds=2, eval_examples=64, probe_examples=16,
+              learning_rate=(3e-3,), latent_layer=1)
+STORED = dataclasses.replace(BASE, replay_capacity=64)
+GENERATIVE = dataclasses.replace(BASE, latent_replay="generative", vae_hidden=32,
+                                 vae_latent=8)
+INTERVALS = BASE.num_tasks * BASE.steps_per_task // BASE.log_every
+
+
+class Driven:
+    """A config's loop driven interval by interval (as chunked mode does): the carry and the
+    logs after every interval. Inputs are built up front (eager jax.random counts as tracing)."""
+
+    def __init__(self, cfg):
+        self.exp = build(cfg)
+        self.init = jax.jit(jax.vmap(self.exp.train.init, in_axes=(0, 0, None, None)))
+        self.step = jax.jit(jax.vmap(self.exp.train.run_interval,
+                                     in_axes=(0, None, 0, None, None)))
+        schedule = parse("sequential", cfg.num_tasks, cfg.steps_per_task // cfg.log_every)
+        self.entries = [jax.tree.map(lambda a: a[k], schedule) for k in range(INTERVALS)]
+        self.keys = run_keys([0, 1])
+
+    def run(self, data=None, params=None):
+        data = self.exp.tasks.data if data is None else data
+        params = self.exp.tasks.params if params is None else params
+        carry, _ = self.init(self.keys, self.exp.hparams, data, params)
+        carries, logs = [], []
+        for entry in self.entries:
+            carry, log = self.step(carry, entry, self.exp.hparams, data, params)
+            carries.append(carry)
+            logs.append(log)
+        return carries, jax.device_get(logs)
+
+
+@pytest.fixture(scope="module")
+def stored():
+    d = Driven(STORED)
+    return d, *d.run()
+
+
+@pytest.fixture(scope="module")
+def generative():
+    d = Driven(GENERATIVE)
+    return d, *d.run()
+
+
+def _lower_upper(carry):
+    layers = layer_params(carry.state.params)
+    return layers["hidden/0"], {k: v for k, v in layers.items() if k != "hidden/0"}
+
+
+@pytest.mark.parametrize("which", ["stored", "generative"])
+def test_frozen_layers_below_the_replay_level_stay_untouched_after_the_first_task(
+        which, request):
+    _, carries, _ = request.getfixturevalue(which)
+    per_task = STORED.steps_per_task // STORED.log_every
+    end_first = carries[per_task - 1]
+    first_lower, first_upper = _lower_upper(end_first)
+    for carry in carries[per_task:]:
+        lower, _ = _lower_upper(carry)
+        for name in lower:
+            np.testing.assert_array_equal(lower[name], first_lower[name])
+    _, last_upper = _lower_upper(carries[-1])
+    assert not np.array_equal(last_upper["out"]["kernel"], first_upper["out"]["kernel"])
+    # ... while the first task itself trained them.
+    lower0, _ = _lower_upper(carries[0])
+    assert not np.array_equal(lower0["kernel"], first_lower["kernel"])
+
+
+def test_stored_features_fill_the_reservoir_with_the_layer_shape(stored):
+    _, carries, _ = stored
+    buf = carries[-1].state.extras.buffer
+    assert buf.items["h"].shape == (2, STORED.replay_capacity, 32)
+    assert (np.asarray(buf.size) == STORED.replay_capacity).all()
+    # Every task's classes are in the reservoir at the end (a uniform sample of the stream).
+    assert set(np.asarray(buf.items["y"]).ravel()) == set(range(2 * STORED.num_tasks))
+
+
+def test_latent_replay_keeps_old_classes_that_fine_tuning_forgets(stored, generative):
+    # After the last task, accuracy on the first task: without replay it is ~0 in
+    # class-incremental learning (the head only predicts the newest classes).
+    for _, _, logs in (stored, generative):
+        first_task_final = np.asarray(logs[-1]["eval_acc"])[:, 0]
+        assert first_task_final.min() > 0.3, first_task_final
+        assert all(np.isfinite(np.asarray(lg["train"]["train_loss"])).all() for lg in logs)
+
+
+def test_generative_replay_snapshots_the_classifier_and_generator_at_each_boundary(generative):
+    _, carries, logs = generative
+    per_task = GENERATIVE.steps_per_task // GENERATIVE.log_every
+    before, after = carries[per_task - 1], carries[per_task]
+    mem = after.state.extras
+    # The frozen copies are the models at the end of task 0 (the boundary ran before task 1).
+    for a, b in zip(jax.tree.leaves(mem.prev_params), jax.tree.leaves(before.state.params)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(jax.tree.leaves(mem.prev_vae), jax.tree.leaves(before.state.extras.vae)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(np.asarray(mem.prev_seen)[0], np.arange(10) < 2)
+    assert (np.asarray(mem.tasks_done) == 1).all()
+    assert np.isfinite(logs[-1]["train"]["generator_loss"]).all()
+
+
+@pytest.mark.parametrize("which", ["stored", "generative"])
+def test_one_compilation_serves_a_new_stream_of_the_same_shape(which, request):
+    driven, _, logs = request.getfixturevalue(which)
+    # The same classes in the reverse task order: a new stream of the same shape.
+    params = jax.device_put(jax.tree.map(lambda a: a[::-1], driven.exp.tasks.params))
+    sizes = driven.init._cache_size(), driven.step._cache_size()
+    with jax.no_tracing(True):
+        _, other_logs = driven.run(params=params)
+    assert (driven.init._cache_size(), driven.step._cache_size()) == sizes == (1, 1)
+    assert not np.array_equal(other_logs[-1]["eval_acc"], logs[-1]["eval_acc"])
+
+
+# --------------------------------------------------------------------------------------------
+# configuration
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("overrides,words", [
+    (dict(network="resmlp"), "network 'resmlp' cannot run from a hidden layer"),
+    (dict(latent_layer=3), "latent_layer must be in 1..2"),
+    (dict(network="cnn", channels=(4, 4), latent_layer=1), "latent_layer must be in 2..4"),
+    (dict(reset="cbp"), "reset=cbp"),
+    (dict(boundaries="hidden"), "boundaries announced"),
+    (dict(replay_capacity=0), "latent_replay=stored needs replay_capacity"),
+    (dict(latent_replay="generative"), "generative stores nothing"),
+    (dict(latent_layer=0, latent_replay="generative"), "needs latent_layer >= 1"),
+    (dict(replay_fraction=0.0), "rounds to 0"),
+    (dict(latent_lower="melt"), "latent_lower: unknown value 'melt'; valid: freeze, slow"),
+    (dict(latent_slow=2.0), "latent_slow must be in [0, 1]"),
+])
+def test_bad_latent_replay_configs_name_the_field(overrides, words):
+    cfg = dataclasses.replace(STORED, **overrides)
+    with pytest.raises(ConfigError) as err:
+        cfg.validate()
+    assert words in str(err.value)
+
+
+@pytest.mark.parametrize("preset", ["split-digits-latent", "split-digits-bir"])
+def test_latent_replay_presets_validate(preset):
+    assert preset in PRESETS
+    cfg = from_preset(preset)
+    assert cfg.latent_layer == 1 and cfg.setting == "class" and cfg.family == "split"
