@@ -82,8 +82,8 @@ def test_report_redraws_a_crl_run(crl_run, capsys):
     (["--energy", "euclid"], ["energy: unknown value 'euclid'", "norm, l2, dot, cosine"]),
     (["--contrastive-loss", "nce"], ["fwd, bwd, sym, binary_nce"]),
     (["--min-replay", "999999"], ["updates would never start"]),
-    (["--env", "reacher"], ["reacher is goal-conditioned only", "--family goals"]),
-    (["--env", "reacher", "--family", "maze"], ["reacher is goal-conditioned only"]),
+    (["--env", "reacher"], ["reacher runs --family goals (goal-conditioned)", "stages"]),
+    (["--env", "reacher", "--family", "maze"], ["reacher runs --family goals"]),
     (["--env", "ant", "--family", "goals", "--goal-regions", "north"],
      ["unknown region 'north'", "circle, ne, nw, sw, se"]),
 ])
