@@ -1,5 +1,6 @@
 """Replay in latent space on class-incremental Split digits: no replay, raw rehearsal, stored
-features (Pellegrini et al. 2020) and generative internal replay (van de Ven et al. 2020).
+features (Pellegrini et al. 2020), generative internal replay (van de Ven et al. 2020) and
+progressive latent replay (Pawlak et al. 2022).
 
 Every method is the ``split-digits-latent`` preset's stream and network (5 tasks × 2 classes,
 one head, MLP 64-128-128-10, Adam 1e-3, batch 64 of which 32 replayed, 300 steps per task),
@@ -11,14 +12,21 @@ one head, MLP 64-128-128-10, Adam 1e-3, batch 64 of which 32 replayed, 300 steps
   hidden/0 frozen after the first task (the default); ``features, equal bytes`` — as many
   features as fit in raw's bytes; ``features, slow`` — hidden/0 not frozen but its updates
   × 0.1 (Pellegrini et al.'s "slow-down" alternative);
-* ``generative`` — a class-conditional VAE over hidden/0 features (BI-R; distillation T = 2).
+* ``generative`` — a class-conditional VAE over hidden/0 features (BI-R; distillation T = 2);
+* ``progressive`` — generated features replayed at hidden/0 every p₁ steps and at hidden/1 every
+  step (periods 2, 1: ``--progressive-base 2``, the ``split-digits-progressive`` preset; and
+  4, 1), one VAE whose decoder mirrors the classifier.
 
 Columns: ``acc_avg`` (final mean accuracy over the 5 tasks) and ``forgetting_max``, mean and
 IQM over seeds with 95% bootstrap intervals (of the mean); wall seconds per task (the compiled
 run without compilation, all seeds together, divided by the number of tasks); replay MFLOP per
 step (analytic, matmuls only, one seed: raw 3·F_net, features 3·F_up, generative F_dec (sample)
 + F_up (targets) + 3·F_up (student) + 3·(F_enc + F_dec) (the VAE on its own samples), each × the
-replayed rows; F = 2·Σ in·out of the layers named); replay memory per run (raw: what the
+replayed rows; progressive: Σ over levels of (F_gen,ℓ + F_up,ℓ + 3·F_up,ℓ) / p_ℓ, F_gen,ℓ the
+decoder from z down to ℓ (at the lowest level, whose samples the VAE also replays, + 3·(F_enc +
+F_dec) / p_lowest); F = 2·Σ in·out of the layers named; the
+generator's training on *current* features is not replay and is left out for every method);
+replay memory per run (raw: what the
 examples would take as uint8 pixels + an int32 label — plax itself keeps only their indices into
 the on-device data set; features and generative: the bytes of the state they keep). Saves
 ``docs/latent-replay-digits.png``.
@@ -66,6 +74,10 @@ def methods(capacity: int, seeds: int) -> dict:
         "features, slow 0.1": r(base, latent_layer=1, replay_capacity=capacity,
                                 latent_lower="slow", latent_slow=0.1),
         "generative": r(base, latent_layer=1, latent_replay="generative"),
+        "progressive (p = 2, 1)": r(base, latent_layer=1, latent_replay="progressive",
+                                    progressive_base=2),
+        "progressive (p = 4, 1)": r(base, latent_layer=1, latent_replay="progressive",
+                                    progressive_base=4),
     }
 
 
@@ -86,7 +98,25 @@ def replay_mflop(cfg, name: str) -> float:
         return rows * 3 * f_net / 1e6
     if cfg.latent_replay == "stored":
         return rows * 3 * f_up / 1e6
-    return rows * (f_dec + f_up + 3 * f_up + 3 * (f_enc + f_dec)) / 1e6
+    if cfg.latent_replay == "generative":
+        return rows * (f_dec + f_up + 3 * f_up + 3 * (f_enc + f_dec)) / 1e6
+    # Progressive: the decoder mirrors the classifier, z -> H -> D_top, then one layer
+    # D_{l+1} -> D_l per level down.
+    levels, periods = cfg.replay_levels, cfg.replay_periods
+    dims = [widths[k] for k in levels]
+    n = len(levels)
+
+    def f_gen(i):   # the decoder from z down to level i
+        return f([z, h, dims[-1]]) + sum(f([dims[j + 1], dims[j]]) for j in range(i, n - 1))
+
+    f_dec_all = f_gen(0)
+    f_enc = f([dims[0], h, 2 * z])
+    total = 0.0
+    for i, (k, p) in enumerate(zip(levels, periods)):
+        up = f(widths[k:])
+        gen = f_dec_all + 3 * (f_enc + f_dec_all) if i == 0 else f_gen(i)
+        total += (gen + 4 * up) / p
+    return rows * total / 1e6
 
 
 def memory_per_run(exp, cfg) -> int:
@@ -115,7 +145,7 @@ def main() -> None:
     table = Table(["method", "acc_avg mean [95% CI]", "acc_avg IQM", "forgetting_max mean "
                    "[95% CI]", "forgetting_max IQM", "s/task", "compile s",
                    "replay MFLOP/step", "replay memory/run"])
-    curves, finals = {}, {}
+    curves, finals, flops = {}, {}, {}
     for name, cfg in methods(args.capacity, args.seeds).items():
         exp = build(cfg)
         start = time.perf_counter()
@@ -130,13 +160,19 @@ def main() -> None:
             cells += [f"{float(mean):.3f} [{float(lo):.3f}, {float(hi):.3f}]",
                       f"{float(iqm_point):.3f}"]
         mem = memory_per_run(exp, cfg)
+        flops[name] = replay_mflop(cfg, name)
         table.add(name, *cells, f"{wall / cfg.num_tasks:.2f}", f"{compile_s:.1f}",
-                  f"{replay_mflop(cfg, name):.2f}", f"{mem / 1024:.1f} KiB")
+                  f"{flops[name]:.2f}", f"{mem / 1024:.1f} KiB")
         curves[name] = seen_task_curve(frame)
         last = frame[(frame.metric == "eval_acc") & (frame.step == frame.step.max())]
         finals[name] = last.groupby(["run", "eval_task"])["value"].mean().unstack().to_numpy()
         print(f"  {name}: done", flush=True)
     print(table.render())
+    for name, value in flops.items():
+        if name.startswith("progressive"):
+            print(f"{name}: {value:.2f} replay MFLOP/step against generative's "
+                  f"{flops['generative']:.2f} at hidden/0 every step: "
+                  f"{1 - value / flops['generative']:.0%} saved")
     plot(curves, finals, args.plot, from_preset("split-digits-latent").steps_per_task)
     print(f"plot: {args.plot}")
 

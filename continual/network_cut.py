@@ -46,6 +46,9 @@ class Cut(NamedTuple):
     lower_mask: Callable[[Any], Any]
     layer: int
     feature_shape: tuple[int, ...]   # of one example, e.g. (128,)
+    # ``between(params, h, start, stop)``: the dense layers from cut point ``start`` to cut
+    # point ``stop`` (both at or above the stem), e.g. level-to-level for progressive replay.
+    between: Callable[[Any, jax.Array, int, int], jax.Array] | None = None
 
 
 def cut_points(kind: str, hidden: Sequence[int], channels: Sequence[int] = ()) -> range:
@@ -109,6 +112,15 @@ def cut_network(kind: str, input_shape: Sequence[int], num_outputs: int, layer: 
             h = dense(m, i, h)
         return m.out(h)
 
+    def between(params, h: jax.Array, start: int, stop: int) -> jax.Array:
+        if not (stem <= start <= stop and stop in points):
+            raise ValueError(f"between runs dense layers from a cut point to a higher one "
+                             f"({points.start}..{points.stop - 1}), not {start} -> {stop}")
+        m = nnx.merge(graphdef, params)
+        for i in range(start - stem, stop - stem):
+            h = dense(m, i, h)
+        return h
+
     def lower_mask(params) -> Any:
         def is_lower(path, _):
             names = _path_names(path)
@@ -124,4 +136,15 @@ def cut_network(kind: str, input_shape: Sequence[int], num_outputs: int, layer: 
     x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
     params = jax.eval_shape(lambda: nnx.state(build(nnx.Rngs(0))))
     shape = jax.eval_shape(lower, params, x).shape[1:]
-    return Cut(lower, upper, lower_mask, layer, tuple(shape))
+    return Cut(lower, upper, lower_mask, layer, tuple(shape), between)
+
+
+def cut_levels(kind: str, input_shape: Sequence[int], num_outputs: int,
+               layers: Sequence[int], **kwargs) -> tuple[Cut, ...]:
+    """One :class:`Cut` per replay level of progressive latent replay, lowest first: ``layers``
+    strictly increasing cut points of the same network (``kwargs`` as :func:`cut_network`)."""
+    layers = tuple(layers)
+    if not layers or any(a >= b for a, b in zip(layers[:-1], layers[1:])):
+        raise ValueError(f"replay levels must be a non-empty, strictly increasing tuple of cut "
+                         f"points, got {layers}")
+    return tuple(cut_network(kind, input_shape, num_outputs, k, **kwargs) for k in layers)

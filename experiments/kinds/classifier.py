@@ -9,9 +9,10 @@ import numpy as np
 
 from continual.classifier import SETTINGS, make_classifier
 from continual.interventions import InterventionSpec, make_intervention, with_intervention_state
-from continual.latent_replay import LOWER, METHODS, make_feature_replay, make_generative_replay
+from continual.latent_replay import (LOWER, METHODS, make_feature_replay, make_generative_replay,
+                                     make_progressive_replay, progressive_periods)
 from continual.loop import LoopSpec, make_train
-from continual.network_cut import CUTTABLE, cut_network, cut_points
+from continual.network_cut import CUTTABLE, cut_levels, cut_network, cut_points
 from experiments.config import ConfigBase, ConfigError, option
 from experiments.experiment import Experiment, Kind, hparams_of, run_table
 from metrics import hooks
@@ -49,10 +50,11 @@ class ClassifierConfig(ConfigBase):
                                "network; k >= 1 = replay features after k hidden layers through "
                                "the layers above only (Pellegrini et al. 2020; mlp and cnn)")
     latent_replay: str = option("stored", "what latent_layer >= 1 replays: stored (a reservoir "
-                                "of replay_capacity features, Pellegrini et al. 2020) or "
+                                "of replay_capacity features, Pellegrini et al. 2020), "
                                 "generative (a class-conditional VAE's features with "
-                                "distillation: brain-inspired replay, van de Ven et al. 2020)",
-                                METHODS)
+                                "distillation: brain-inspired replay, van de Ven et al. 2020) or "
+                                "progressive (generated features at several levels, deeper "
+                                "ones more often: Pawlak et al. 2022)", METHODS)
     latent_lower: str = option("freeze", "the layers below latent_layer after the first task: "
                                "freeze, or slow (their updates × latent_slow)", LOWER)
     latent_slow: float = option(0.1, "latent_lower=slow: factor on the lower layers' updates")
@@ -61,13 +63,22 @@ class ClassifierConfig(ConfigBase):
     vae_latent: int = option(32, "generative latent replay: VAE latent size")
     distill_temperature: float = option(2.0, "generative latent replay: distillation "
                                         "temperature (BI-R: 2)")
+    progressive_levels: tuple = option((), "progressive latent replay: the replay levels (cut "
+                                       "points), lowest first, the lowest = latent_layer; () = "
+                                       "latent_layer and every cut point above it")
+    progressive_base: int = option(2, "progressive latent replay: level l replayed every "
+                                   "base^(depth of l from the output) steps (the last hidden "
+                                   "layer every step)")
+    progressive_periods: tuple = option((), "progressive latent replay: explicit replay period "
+                                        "per level (overrides progressive_base), non-increasing "
+                                        "toward the output")
     # The loop.
     steps_per_task: int = option(400, "gradient steps per task")
     eval_examples: int = option(1000, "test examples per task for evaluation")
 
     positive = ConfigBase.positive + ("num_tasks", "classes_per_task", "random_label_examples",
                                       "steps_per_task", "eval_examples", "vae_hidden",
-                                      "vae_latent")
+                                      "vae_latent", "progressive_base")
 
     @property
     def intervals_per_task(self) -> int:
@@ -96,14 +107,63 @@ class ClassifierConfig(ConfigBase):
         """Replayed rows per batch of latent replay (raw rehearsal: the loop's own split)."""
         return round(self.batch_size * self.replay_fraction)
 
+    @property
+    def replay_levels(self) -> tuple[int, ...]:
+        """Progressive latent replay's levels, lowest first (validated by ``check``)."""
+        if self.progressive_levels:
+            return tuple(int(k) for k in self.progressive_levels)
+        points = cut_points(self.network, self.hidden, self.channels)
+        return tuple(range(self.latent_layer, points.stop))
+
+    @property
+    def replay_periods(self) -> tuple[int, ...]:
+        """Progressive latent replay's period per level (validated by ``check``)."""
+        if self.progressive_periods:
+            return tuple(int(p) for p in self.progressive_periods)
+        top = cut_points(self.network, self.hidden, self.channels).stop - 1
+        return progressive_periods(self.replay_levels, top, self.progressive_base)
+
+    def _check_progressive(self) -> None:
+        if self.latent_replay != "progressive":
+            if self.progressive_levels or self.progressive_periods:
+                raise ConfigError(f"progressive_levels and progressive_periods apply to "
+                                  f"latent_replay=progressive only (got latent_replay="
+                                  f"{self.latent_replay})")
+            return
+        points = cut_points(self.network, self.hidden, self.channels)
+        for name in ("progressive_levels", "progressive_periods"):
+            value = getattr(self, name)
+            if any(float(v) != int(v) for v in value):
+                raise ConfigError(f"{name} must be integers, got {value}")
+        levels = self.replay_levels
+        if any(k not in points for k in levels) or any(
+                a >= b for a, b in zip(levels[:-1], levels[1:])):
+            raise ConfigError(f"progressive_levels must be strictly increasing cut points in "
+                              f"{points.start}..{points.stop - 1}, got {levels}")
+        if levels[0] != self.latent_layer:
+            raise ConfigError(f"the lowest of progressive_levels {levels} must be latent_layer "
+                              f"({self.latent_layer}): the layers below it freeze")
+        periods = self.replay_periods
+        if self.progressive_periods:
+            if len(periods) != len(levels):
+                raise ConfigError(f"progressive_periods needs one period per level {levels}, "
+                                  f"got {periods}")
+            if min(periods) < 1 or any(a < b for a, b in zip(periods[:-1], periods[1:])):
+                raise ConfigError(f"progressive_periods must be >= 1 and non-increasing "
+                                  f"toward the output (deeper levels replay at least as "
+                                  f"often), got {periods} for levels {levels}")
+
     def _check_latent(self) -> None:
         if self.latent_layer < 0:
             raise ConfigError(f"latent_layer must be >= 0, got {self.latent_layer}")
         if self.latent_layer == 0:
-            if self.latent_replay == "generative":
-                raise ConfigError("latent_replay=generative needs latent_layer >= 1 (generated "
-                                  "features of a hidden layer; raw generative replay is not "
-                                  "implemented)")
+            if self.latent_replay in ("generative", "progressive"):
+                raise ConfigError(f"latent_replay={self.latent_replay} needs latent_layer >= 1 "
+                                  f"(generated features of a hidden layer; raw generative "
+                                  f"replay is not implemented)")
+            if self.progressive_levels or self.progressive_periods:
+                raise ConfigError("progressive_levels and progressive_periods apply to "
+                                  "latent_replay=progressive with latent_layer >= 1 only")
             return
         if self.network not in CUTTABLE:
             raise ConfigError(f"latent_layer={self.latent_layer}: network {self.network!r} "
@@ -129,14 +189,15 @@ class ClassifierConfig(ConfigBase):
         if self.latent_replay == "stored" and self.replay_capacity < 1:
             raise ConfigError("latent_replay=stored needs replay_capacity >= 1 (stored "
                               "features)")
-        if self.latent_replay == "generative" and self.replay_capacity:
-            raise ConfigError(f"latent_replay=generative stores nothing: set replay_capacity "
-                              f"0 (got {self.replay_capacity})")
+        if self.latent_replay in ("generative", "progressive") and self.replay_capacity:
+            raise ConfigError(f"latent_replay={self.latent_replay} stores nothing: set "
+                              f"replay_capacity 0 (got {self.replay_capacity})")
         if not 0 <= self.latent_slow <= 1:
             raise ConfigError(f"latent_slow must be in [0, 1], got {self.latent_slow}")
         if self.distill_temperature <= 0:
             raise ConfigError(f"distill_temperature must be > 0, got "
                               f"{self.distill_temperature}")
+        self._check_progressive()
 
 
 FIELDS = ClassifierConfig.fields()
@@ -207,6 +268,13 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         "no stored examples, 5 seeds; 20 s on a 2-core CPU",
         dict(SPLIT_DIGITS, latent_layer=1, latent_replay="generative"),
     ),
+    "split-digits-progressive": (
+        "progressive latent replay (Pawlak et al. 2022) on class-incremental Split digits: "
+        "generated features replayed at hidden/0 every 2 steps and at hidden/1 every step "
+        "(period 2^(depth from the output)), one VAE whose decoder mirrors the classifier, "
+        "distillation (T = 2), no stored examples, 5 seeds; 35 s on a 2-core CPU",
+        dict(SPLIT_DIGITS, latent_layer=1, latent_replay="progressive", progressive_base=2),
+    ),
     "split-cifar100": (
         "Split CIFAR-100: 20 tasks × 5 classes with a small CNN, task-incremental; for a GPU "
         "(30,000 seed-steps of a 32-64 CNN: about 45 min on a 2-core CPU, estimated)",
@@ -257,6 +325,14 @@ def build(cfg: ClassifierConfig) -> Experiment:
         if cfg.latent_replay == "stored":
             return make_feature_replay(network, cut, cfg.optimizer,
                                        capacity=cfg.replay_capacity, **common)
+        generative = dict(vae_hidden=cfg.vae_hidden, vae_latent=cfg.vae_latent,
+                          temperature=cfg.distill_temperature)
+        if cfg.latent_replay == "progressive":
+            cuts = cut_levels(cfg.network, tasks.input_shape, tasks.num_classes,
+                              cfg.replay_levels, hidden=cfg.hidden, channels=cfg.channels,
+                              activation=cfg.activation, layer_norm=cfg.layer_norm)
+            return make_progressive_replay(network, cuts, cfg.optimizer,
+                                           periods=cfg.replay_periods, **generative, **common)
         return make_generative_replay(network, cut, cfg.optimizer, vae_hidden=cfg.vae_hidden,
                                       vae_latent=cfg.vae_latent,
                                       temperature=cfg.distill_temperature, **common)
