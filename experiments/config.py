@@ -22,7 +22,7 @@ from continual.optimizers import OPTIMIZERS
 from continual.runner import MODES
 from metrics.hooks import parse_metrics
 from plasticity.activations import ACTIVATIONS
-from plasticity.networks import NETWORKS
+from plasticity.networks import ALL_NETWORKS, ITERATIVE_NETWORKS, NETWORKS
 from plasticity.regularizers import ALIASES, REGULARIZERS
 from tasks import schedule as schedules
 
@@ -48,13 +48,23 @@ class ConfigBase:
     # Whether the kind's loop trains mixtures of two tasks in one interval (drift schedules;
     # continual.loop does, the RL loop does not yet): other kinds refuse drift.
     mixes_tasks: ClassVar[bool] = False
+    # Whether the kind's build passes think_steps / eval_think_steps to its networks (the
+    # iterative ``think`` network): other kinds refuse it rather than ignore the step counts.
+    iterative_networks: ClassVar[bool] = False
 
     # The network(s) being trained.
-    network: str = option("mlp", "network architecture (RL: actor and critic)", NETWORKS)
+    network: str = option("mlp", "network architecture (RL: actor and critic); think: one "
+                          "weight-tied gated cell iterated --think-steps times (Ghugare et al. "
+                          "2026), width hidden[0]", ALL_NETWORKS)
     hidden: tuple = option((256, 256), "hidden widths of the MLP (the CNN's dense head; RL: "
                            "actor and critic)")
     blocks: int = option(2, "residual blocks of the resmlp network (width hidden[0], 4 layers "
                          "each)")
+    think_steps: int = option(5, "think network: cell applications per forward pass in "
+                              "training (Ghugare et al.: 5 on Lights Out, 3 on box moving)")
+    eval_think_steps: int = option(0, "think network: cell applications at evaluation (the "
+                                   "same parameters; more than think_steps = more test-time "
+                                   "compute); 0 = think_steps")
     activation: str = option("relu", "hidden activation", tuple(ACTIVATIONS))
     layer_norm: bool = option(False, "layer norm before every hidden activation")
     optimizer: str = option("adam", "optimizer", OPTIMIZERS)
@@ -111,7 +121,7 @@ class ConfigBase:
 
     # Fields that must be >= 1; kinds extend the tuple.
     positive: ClassVar[tuple[str, ...]] = ("blocks", "batch_size", "log_every",
-                                           "probe_examples", "seeds")
+                                           "probe_examples", "seeds", "think_steps")
 
     @property
     def num_tasks(self) -> int:
@@ -163,13 +173,20 @@ class ConfigBase:
             value = getattr(self, name)
             if (min(value) if isinstance(value, tuple) and value else value) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {value}")
-        for name in ("reset_every", "seed", "task_seed", "run_batch"):
+        for name in ("reset_every", "seed", "task_seed", "run_batch", "eval_think_steps"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.dormant_tau < 0:
             raise ConfigError(f"dormant_tau must be >= 0, got {self.dormant_tau}")
         if not self.hidden or any(h < 1 for h in self.hidden):
             raise ConfigError(f"hidden must be positive widths, got {self.hidden}")
+        if self.network in ITERATIVE_NETWORKS and not self.iterative_networks:
+            raise ConfigError(f"network: {self.network!r} is not wired into {self.kind or 'this'} "
+                              f"runs yet (they would ignore --think-steps); valid here: "
+                              f"{', '.join(NETWORKS)}")
+        if self.network in ITERATIVE_NETWORKS and ACTIVATIONS[self.activation].parametric:
+            raise ConfigError(f"activation: {self.activation!r} has parameters; the think "
+                              f"network's gates are σ and tanh (leave activation stateless)")
         for name, values in self.hparam_grid().items():
             if not values:
                 raise ConfigError(f"{name} needs at least one value")

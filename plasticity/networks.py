@@ -6,7 +6,7 @@ them without hooks (DESIGN.md, principle 5). Layer names match the parameter tre
 and has no features entry. Every weight layer (one with a ``kernel``) except ``"out"`` has exactly
 one features entry.
 
-Networks (:data:`NETWORKS`):
+Networks (:data:`ALL_NETWORKS`: the feed-forward :data:`NETWORKS` and the iterative ``think``):
 
 * ``mlp`` — flatten → [Dense ``hidden/i`` → (LayerNorm ``norm/i``) → act] per ``hidden`` → Dense
   ``out``.
@@ -23,6 +23,22 @@ Networks (:data:`NETWORKS`):
   the residual stream itself is not a separate entry). The blocks are one ``lax.scan`` over
   stacked parameters (below), so compile time stays flat in depth (depth 1,024 builds), with
   optional rematerialisation (``remat``).
+* ``think`` — iterative computation (Ghugare et al. 2026, "On the role of iterative computation
+  in RL", REFERENCE.md §13: their ``InterpolationThinkingCell``): flatten → x = LN
+  ``embed_norm`` (Dense ``embed`` (input)), width d = ``hidden[0]``; c = h = 0; then
+  ``think_steps`` times the *same* cell: z = LN ``cell_norm`` ([x, h]), f = σ(Dense ``forget``
+  (z)) (bias initialised to 1), i = tanh(Dense ``input`` (z)), c ← f⊙c + (1 − f)⊙i,
+  h ← h + tanh(c) (a residual across steps); head Dense ``out`` (h), zero bias. The steps are a
+  ``lax.scan``, so the parameters do not depend on the step count and the same parameters run
+  any number of steps: ``apply(params, x, steps=M)`` (a static Python int; ``None``: the
+  ``think_steps`` the network was built with) compiles once per step count. Features: ``embed``
+  (x) and the gates ``forget`` (f) and ``input`` (i) of the *last* step, so every weight layer
+  has its entry as in the other networks; the cell is causal, so step s's values are the
+  features of ``apply(params, x, steps=s)``. ``activation`` (a stateless one), ``layer_norm``
+  and ``blocks`` are ignored: the gates are σ and tanh and the layer norms are part of the cell.
+  Like ``resmlp`` it is no feed-forward chain: ReDo's and continual backprop's outgoing-weight
+  step does not apply (``forget`` and ``input`` both read [x, h]); full, head, last-k and
+  shrink-and-perturb resets do.
 
 Stacked layers. Repeated layers may keep their parameters stacked along a leading axis under a
 path key :data:`STACK` (``"stack"``; :class:`Stacked`): the parameter ``blocks/stack/2/kernel``
@@ -56,7 +72,9 @@ from flax import nnx
 from plasticity import conv
 from plasticity.activations import Activation, get_activation
 
-NETWORKS = ("mlp", "cnn", "resmlp")
+NETWORKS = ("mlp", "cnn", "resmlp")          # feed-forward: the output is one pass
+ITERATIVE_NETWORKS = ("think",)             # a weight-tied cell run a number of steps
+ALL_NETWORKS = NETWORKS + ITERATIVE_NETWORKS  # every kind make_network builds
 STACK = "stack"  # the path key of stacked repeated layers (see the module docstring)
 
 
@@ -150,8 +168,8 @@ class CNN(_DenseHead):
 
     def __call__(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         features: dict[str, jax.Array] = {}
-        for i, conv in enumerate(self.conv):
-            x = conv(x)
+        for i, conv_layer in enumerate(self.conv):
+            x = conv_layer(x)
             if len(self.conv_norm):
                 x = self.conv_norm[i](x)
             x = self._activate(x, _at(self.conv_act, i))
@@ -237,28 +255,79 @@ class ResMLP(_Net):
         return self.out(x), features
 
 
+class Think(nnx.Module):
+    """Iterative computation with one weight-tied gated cell (Ghugare et al. 2026; see the
+    module docstring for the equations and names). ``steps`` (a static int) is the number of
+    cell applications; the parameters do not depend on it."""
+
+    def __init__(self, in_features: int, width: int, out_features: int, steps: int,
+                 rngs: nnx.Rngs):
+        self.steps = steps
+        self.width = width
+        self.embed = nnx.Linear(in_features, width, rngs=rngs)
+        self.embed_norm = nnx.LayerNorm(width, rngs=rngs)
+        self.cell_norm = nnx.LayerNorm(2 * width, rngs=rngs)
+        # A forget bias of 1 (σ(1) ≈ 0.73) keeps most of c at first, as in LSTMs.
+        self.forget = nnx.Linear(2 * width, width, bias_init=nnx.initializers.constant(1.0),
+                                 rngs=rngs)
+        self.input = nnx.Linear(2 * width, width, rngs=rngs)
+        self.out = nnx.Linear(width, out_features, rngs=rngs)
+
+    def __call__(self, x: jax.Array, steps: int | None = None
+                 ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        steps = self.steps if steps is None else steps
+        if not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"think steps must be a Python int >= 1 (static: one compile per "
+                             f"step count), got {steps!r}")
+        x = self.embed_norm(self.embed(x.reshape(x.shape[0], -1)))
+        zeros = jnp.zeros(x.shape[:-1] + (self.width,), x.dtype)
+
+        def cell(carry, _):
+            c, h, _, _ = carry
+            z = self.cell_norm(jnp.concatenate([x, h], axis=-1))
+            f = jax.nn.sigmoid(self.forget(z))
+            i = jnp.tanh(self.input(z))
+            c = f * c + (1.0 - f) * i
+            return (c, h + jnp.tanh(c), f, i), None
+
+        (_, h, f, i), _ = jax.lax.scan(cell, (zeros, zeros, zeros, zeros), length=steps)
+        return self.out(h), {"embed": x, "forget": f, "input": i}
+
+
 class Network(NamedTuple):
-    """A network as pure functions over its parameter state."""
+    """A network as pure functions over its parameter state. An iterative network's ``apply``
+    also takes ``steps=`` (:data:`ITERATIVE_NETWORKS`)."""
 
     init: Callable[[jax.Array], Any]                    # key -> params
-    apply: Callable[[Any, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+    apply: Callable[..., tuple[jax.Array, dict[str, jax.Array]]]  # (params, x) -> (out, feats)
 
 
 def make_network(kind: str, input_shape: Sequence[int], num_outputs: int, *,
                  hidden: Sequence[int] = (256, 256), channels: Sequence[int] = (32, 64),
                  activation: str = "relu", layer_norm: bool = False, blocks: int = 2,
-                 layers_per_block: int = 4, remat: bool = False) -> Network:
-    """Builds a network by name (``mlp``, ``cnn`` or ``resmlp``) and splits it once into pure
-    functions.
+                 layers_per_block: int = 4, remat: bool = False,
+                 think_steps: int = 5) -> Network:
+    """Builds a network by name (``mlp``, ``cnn``, ``resmlp`` or ``think``) and splits it once
+    into pure functions.
 
     ``hidden``: dense widths (``resmlp``: ``hidden[0]`` is the residual width); ``channels``: CNN
     conv channels; ``blocks``/``layers_per_block``: ``resmlp`` depth (Wang et al. use 4 layers per
     block; depth = blocks × layers_per_block Dense layers in the blocks). ``layer_norm`` is ignored
-    by ``resmlp``, which always uses layer norm.
+    by ``resmlp``, which always uses layer norm. ``think_steps``: the cell applications of
+    ``think`` (width ``hidden[0]``), its ``apply(params, x, steps=None)`` default; Ghugare et
+    al. use 5 (Lights Out, PPO) or 3 (box moving, DQN).
     """
-    if kind not in NETWORKS:
-        raise ValueError(f"unknown network {kind!r}; valid: {', '.join(NETWORKS)}")
-    get_activation(activation)  # validate early, with the list of valid names
+    if kind not in ALL_NETWORKS:
+        raise ValueError(f"unknown network {kind!r}; valid: {', '.join(ALL_NETWORKS)}")
+    act = get_activation(activation)  # validate early, with the list of valid names
+    if kind == "think":
+        if not len(hidden):
+            raise ValueError(f"think needs a width hidden[0]; got hidden={tuple(hidden)!r}")
+        if not isinstance(think_steps, int) or think_steps < 1:
+            raise ValueError(f"think needs think_steps >= 1; got think_steps={think_steps!r}")
+        if act.parametric:
+            raise ValueError(f"think's cell has fixed σ and tanh gates; activation "
+                             f"{activation!r} has parameters that it would never use")
     if kind == "resmlp":
         if not len(hidden):
             raise ValueError(f"resmlp needs a width hidden[0]; got hidden={tuple(hidden)!r}")
@@ -272,6 +341,8 @@ def make_network(kind: str, input_shape: Sequence[int], num_outputs: int, *,
             return MLP(in_features, hidden, num_outputs, activation, layer_norm, rngs)
         if kind == "cnn":
             return CNN(input_shape, channels, hidden, num_outputs, activation, layer_norm, rngs)
+        if kind == "think":
+            return Think(math.prod(input_shape), hidden[0], num_outputs, think_steps, rngs)
         return ResMLP(math.prod(input_shape), hidden[0], blocks, layers_per_block, num_outputs,
                       activation, rngs, remat=remat)
 
@@ -280,8 +351,12 @@ def make_network(kind: str, input_shape: Sequence[int], num_outputs: int, *,
     def init(key: jax.Array) -> Any:
         return nnx.state(build(nnx.Rngs(key)))
 
-    def apply(params: Any, x: jax.Array):
-        return nnx.merge(graphdef, params)(x)
+    if kind in ITERATIVE_NETWORKS:
+        def apply(params: Any, x: jax.Array, steps: int | None = None):
+            return nnx.merge(graphdef, params)(x, steps)
+    else:
+        def apply(params: Any, x: jax.Array):
+            return nnx.merge(graphdef, params)(x)
 
     return Network(init, apply)
 

@@ -163,8 +163,9 @@ def build(cfg: DreamerConfig) -> Experiment:
     """The env sequence, the Dreamer agent with its sequence replay and resets, the RL loop."""
     cfg.validate()
     seq = rl.env_sequence(cfg)
-    discrete = cfg.env == "grid"
-    layout = (ObsLayout(seq.observation_size, seq.env.view ** 2, seq.env.classes) if discrete
+    discrete = cfg.discrete_env   # grid and lightsout: a categorical policy
+    grid_view = cfg.env == "grid"  # one-hot cells: a categorical decoder, stored as uint8
+    layout = (ObsLayout(seq.observation_size, seq.env.view ** 2, seq.env.classes) if grid_view
               else ObsLayout(seq.observation_size))
     dreamer = make_dreamer(dreamer_spec(cfg, discrete), layout, seq.action_size)
     chunks = cfg.replay_capacity // cfg.sequence_length
@@ -174,7 +175,7 @@ def build(cfg: DreamerConfig) -> Experiment:
                          cfg.min_replay / cfg.sequence_length)),
                      num_tasks=seq.num_tasks, probe_chunks=cfg.probe_chunks,
                      # A grid view is one-hot: exact in uint8, a quarter of float32's memory.
-                     obs_dtype="uint8" if discrete else "float32"),
+                     obs_dtype="uint8" if grid_view else "float32"),
         cfg.num_envs, seq.observation_size, seq.action_size)
     diagnostics = hooks.parse_metrics(cfg.metrics, tau=cfg.dormant_tau)
     reset = make_reset(InterventionSpec(cfg.reset, cfg.reset_every, cfg.reset_last_k), dreamer,

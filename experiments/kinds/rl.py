@@ -16,7 +16,7 @@ from continual.agents import RLSpec
 from continual.interventions import RESETS
 from experiments.config import ConfigBase, ConfigError, option, shared
 from tasks.envs import brax as brax_envs
-from tasks.envs import brax_goals, brax_stages, grid, pointmaze
+from tasks.envs import brax_goals, brax_stages, grid, lights_out, pointmaze
 from tasks.envs import playground as dmc
 
 # Environments by source: Brax's (objective, physics and — for the Ant — goal families) and the
@@ -25,7 +25,11 @@ from tasks.envs import playground as dmc
 # The pure-JAX Minigrid family ``grid`` (its tasks are layouts, --grids) has discrete actions:
 # only agents with a discrete policy (``RLConfigBase.discrete_actions``) run it.
 # ``dmc``: MuJoCo Playground's DM Control Suite (its tasks are DMC task names, --dmc-tasks).
-ENVS = tuple(brax_envs.ENVS) + tuple(brax_envs.GOAL_ENVS) + ("pointmaze", "grid", "dmc")
+# ``lightsout``: goal-conditioned Lights Out (tasks.envs.lights_out; its tasks are board sizes
+# and press ranges, --lights-tasks), one discrete action per cell.
+ENVS = tuple(brax_envs.ENVS) + tuple(brax_envs.GOAL_ENVS) + ("pointmaze", "grid", "dmc",
+                                                            "lightsout")
+DISCRETE_ENVS = ("grid", "lightsout")  # discrete actions (a one-hot per step)
 # ``stages``: the multi-stage Reacher (tasks.envs.brax_stages), tasks = the stage episodes
 # start in (pre-train on the later stages, fine-tune from the first).
 FAMILIES = tuple(brax_envs.FAMILIES) + ("goals", "maze", "stages")
@@ -72,6 +76,16 @@ class RLConfigBase(ConfigBase):
     grids: tuple = option(("empty-5x5", "doorkey-5x5", "lavacrossing-s5n1"), "grid: one "
                           "Minigrid task per task of the sequence (7×7 egocentric symbolic "
                           "view, 7 discrete actions): " + ", ".join(grid.GRIDS))
+    lights_tasks: tuple = option(("3x3:train", "3x3:eval"), "lightsout: one task per entry, "
+                                 "MxN:train (goals of 1 to ⌊mn/2⌋−1 distinct presses, "
+                                 "Ghugare et al.'s training goals), MxN:eval (⌊mn/2⌋ to mn−1: "
+                                 "their held-out goals), MxN:K or MxN:A-B presses; boards of "
+                                 "different sizes are padded (the paper's episode is 6 steps: "
+                                 "--episode-length 6; train only the first task with "
+                                 "--schedule order:0)")
+    lights_penalty: float = option(lights_out.STEP_PENALTY, "lightsout: reward per step is "
+                                   "success − this (the paper's 0.1; 0 makes it the goal "
+                                   "space's success signal, as relabelling computes it)")
     mazes: tuple = option(("u_maze",), "pointmaze and the ant maze family: one maze layout "
                           "per task (the same size "
                           "each): " + ", ".join(pointmaze.MAZES))
@@ -113,7 +127,7 @@ class RLConfigBase(ConfigBase):
 
     positive = ConfigBase.positive + ("num_envs", "episode_length", "env_steps_per_task",
                                       "eval_envs", "replay_capacity")
-    discrete_actions = False   # the kind's agent acts in discrete action spaces (grid)
+    discrete_actions = False   # the kind's agent acts in discrete action spaces (grid, lightsout)
 
     @property
     def num_tasks(self) -> int:
@@ -121,6 +135,8 @@ class RLConfigBase(ConfigBase):
             return len(self.dmc_tasks)
         if self.env == "grid":
             return len(self.grids)
+        if self.env == "lightsout":
+            return len(self.lights_tasks)
         if self.family == "stages":
             return len(self.stage_starts)
         if self.env == "pointmaze":
@@ -138,7 +154,12 @@ class RLConfigBase(ConfigBase):
     @property
     def goal_conditioned(self) -> bool:
         """Observation = state ‖ goal, success metrics logged (:class:`tasks.envs.GoalSpace`)."""
-        return self.env == "pointmaze" or self.family in ("goals", "maze")
+        return self.env in ("pointmaze", "lightsout") or self.family in ("goals", "maze")
+
+    @property
+    def discrete_env(self) -> bool:
+        """The env takes discrete actions (one-hot vectors of ``action_size``)."""
+        return self.env in DISCRETE_ENVS
 
     @property
     def update_schedule(self) -> tuple[int, int]:
@@ -158,6 +179,7 @@ class RLConfigBase(ConfigBase):
     def describe(self) -> str:
         dmc_tasks = ", ".join(self.dmc_tasks)
         tasks = ("grids " + ", ".join(self.grids) if self.env == "grid"
+                 else "boards " + ", ".join(self.lights_tasks) if self.env == "lightsout"
                  else (f"{dmc_tasks} dynamics" if self.family == "dynamics"
                        else f"tasks {dmc_tasks}") if self.env == "dmc"
                  else "mazes " + ", ".join(self.mazes)
@@ -192,6 +214,8 @@ class RLConfigBase(ConfigBase):
             if unknown or not self.grids:
                 raise ConfigError(f"grids: unknown grid {unknown[0] if unknown else None!r}; "
                                   f"valid: {', '.join(grid.GRIDS)}")
+        if self.env == "lightsout":
+            self._check_lights_out()
         if self.env == "dmc":
             self._check_dmc()
         if self.env == "pointmaze" or self.family == "maze":
@@ -235,6 +259,27 @@ class RLConfigBase(ConfigBase):
         if self.env_steps_per_task % self.log_every:
             raise ConfigError(f"env_steps_per_task ({self.env_steps_per_task}) must be a "
                               f"multiple of log_every ({self.log_every})")
+
+    def _check_lights_out(self) -> None:
+        if not self.discrete_actions:
+            raise ConfigError(f"env: lightsout has discrete actions (one press per cell), "
+                              f"which the {self.kind} agent does not take; it needs a kind "
+                              f"with a discrete policy")
+        if not self.lights_tasks:
+            raise ConfigError("lights_tasks needs at least one task, e.g. 3x3:train,3x3:eval")
+        for spec in self.lights_tasks:
+            try:
+                lights_out.parse_task(spec)
+            except ValueError as e:
+                raise ConfigError(f"lights_tasks: {e}") from None
+        if self.lights_penalty < 0:
+            raise ConfigError(f"lights_penalty must be >= 0, got {self.lights_penalty}")
+        if self.dense_reward:
+            raise ConfigError("dense_reward: lightsout has only its sparse reward (success − "
+                              "lights_penalty)")
+        if self.family != "objectives":
+            raise ConfigError(f"family: lightsout's tasks are --lights-tasks, not a family; "
+                              f"leave family at objectives, got {self.family}")
 
     def _check_stages(self) -> None:
         limit = len(brax_stages.TARGETS)
@@ -285,6 +330,8 @@ def env_sequence(cfg: RLConfigBase) -> brax_envs.EnvTaskSequence:
     """The config's task sequence, from the env's source."""
     if cfg.env == "grid":
         return grid.grid_sequence(cfg.grids)
+    if cfg.env == "lightsout":
+        return lights_out.lights_out_sequence(cfg.lights_tasks, step_penalty=cfg.lights_penalty)
     if cfg.env == "pointmaze":
         return pointmaze.maze_sequence(cfg.mazes, dense=cfg.dense_reward)
     scales = {n: (getattr(cfg, n) or None) for n in ("gravity", "friction", "mass", "actuator")}
