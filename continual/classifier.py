@@ -45,7 +45,8 @@ def mask_logits(logits: jax.Array, class_mask: jax.Array, setting: str) -> jax.A
 
 def make_classifier(network: Network, optimizer: str, *, setting: str = "class",
                     regularizer: str = "none", fisher_examples: int = 128,
-                    optimizer_stats: Callable | None = None) -> Learner:
+                    optimizer_stats: Callable | None = None,
+                    eval_network: Network | None = None) -> Learner:
     """A softmax classifier trained with cross-entropy.
 
     Args:
@@ -59,14 +60,16 @@ def make_classifier(network: Network, optimizer: str, *, setting: str = "class",
         Fisher (one sampled label per example, ``fisher_examples`` probe examples) between tasks.
       optimizer_stats: optional ``(grads, updates, params) -> dict`` computed every step
         (per-layer dicts; see :func:`metrics.probes.optimizer_stats`).
+      eval_network: the network ``evaluate`` runs (default ``network``): the same parameters
+        applied differently, e.g. an iterative network with more steps at test time.
     """
     if setting not in SETTINGS:
         raise ValueError(f"unknown setting {setting!r}; valid: {', '.join(SETTINGS)}")
     make_optimizer(optimizer, HParams.defaults())  # validate names now, not at trace time
     regularizer = regularizers.canonical_name(regularizer)
 
-    def logits_of(params, batch: Batch):
-        logits, features = network.apply(params, batch.x)
+    def logits_of(params, batch: Batch, net: Network = network):
+        logits, features = net.apply(params, batch.x)
         return mask_logits(logits, batch.class_mask, setting), features
 
     def init(key: jax.Array, hparams: HParams) -> TrainState:
@@ -98,7 +101,7 @@ def make_classifier(network: Network, optimizer: str, *, setting: str = "class",
         return state._replace(params=params, opt_state=opt_state, step=state.step + 1), info
 
     def evaluate(state: TrainState, batch: Batch) -> dict:
-        logits, _ = logits_of(state.params, batch)
+        logits, _ = logits_of(state.params, batch, eval_network or network)
         correct = (jnp.argmax(logits, -1) == batch.y).astype(jnp.float32)
         return {"acc": jnp.sum(correct * batch.weight) / jnp.maximum(jnp.sum(batch.weight), 1.0)}
 

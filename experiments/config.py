@@ -184,6 +184,9 @@ class ConfigBase:
             raise ConfigError(f"network: {self.network!r} is not wired into {self.kind or 'this'} "
                               f"runs yet (they would ignore --think-steps); valid here: "
                               f"{', '.join(NETWORKS)}")
+        if self.eval_think_steps and self.network not in ITERATIVE_NETWORKS:
+            raise ConfigError(f"eval_think_steps applies to iterative networks "
+                              f"({', '.join(ITERATIVE_NETWORKS)}), not {self.network!r}")
         if self.network in ITERATIVE_NETWORKS and ACTIVATIONS[self.activation].parametric:
             raise ConfigError(f"activation: {self.activation!r} has parameters; the think "
                               f"network's gates are σ and tanh (leave activation stateless)")

@@ -290,7 +290,13 @@ class Think(nnx.Module):
             c = f * c + (1.0 - f) * i
             return (c, h + jnp.tanh(c), f, i), None
 
-        (_, h, f, i), _ = jax.lax.scan(cell, (zeros, zeros, zeros, zeros), length=steps)
+        carry = (zeros, zeros, zeros, zeros)
+        if steps == 1:
+            # One step is applied directly: a length-1 scan inside the compiled loop crashed
+            # XLA's CPU backend here (jax 0.10.2, segmentation fault at run time).
+            (_, h, f, i), _ = cell(carry, None)
+        else:
+            (_, h, f, i), _ = jax.lax.scan(cell, carry, length=steps)
         return self.out(h), {"embed": x, "forget": f, "input": i}
 
 

@@ -2,6 +2,7 @@
 (permuted, reshuffled, split, random labels) with rehearsal, regularizers and resets."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +17,7 @@ from continual.network_cut import CUTTABLE, cut_levels, cut_network, cut_points
 from experiments.config import ConfigBase, ConfigError, option
 from experiments.experiment import Experiment, Kind, hparams_of, run_table
 from metrics import hooks
-from plasticity.networks import layer_order, make_network
+from plasticity.networks import ITERATIVE_NETWORKS, Network, layer_order, make_network
 from tasks.datasets import DATASETS, load_dataset
 from tasks.supervised import FAMILIES, make_stream
 
@@ -25,6 +26,7 @@ from tasks.supervised import FAMILIES, make_stream
 class ClassifierConfig(ConfigBase):
     kind = "classifier"
     mixes_tasks = True   # drift schedules: batches drawn from two tasks (continual.loop)
+    iterative_networks = True   # build passes think_steps / eval_think_steps (think network)
 
     # What to train on.
     dataset: str = option("digits", "image data set", DATASETS)
@@ -309,13 +311,19 @@ def build(cfg: ClassifierConfig) -> Experiment:
                         random_label_examples=cfg.random_label_examples)
     network = make_network(cfg.network, tasks.input_shape, tasks.num_classes, hidden=cfg.hidden,
                            channels=cfg.channels, blocks=cfg.blocks, activation=cfg.activation,
-                           layer_norm=cfg.layer_norm)
+                           layer_norm=cfg.layer_norm, think_steps=cfg.think_steps)
+    # An iterative network is evaluated at --eval-think-steps (the same parameters, more or
+    # fewer steps of its cell: test-time compute); every other network as it trains.
+    eval_network = (Network(network.init, functools.partial(network.apply,
+                                                            steps=cfg.eval_think_steps))
+                    if cfg.network in ITERATIVE_NETWORKS and cfg.eval_think_steps else None)
     diagnostics = hooks.parse_metrics(cfg.metrics, tau=cfg.dormant_tau)
 
     def make_learner(optimizer_stats=None):
         if not cfg.latent_layer:
             return make_classifier(network, cfg.optimizer, setting=cfg.setting,
-                                   regularizer=cfg.regularizer, optimizer_stats=optimizer_stats)
+                                   regularizer=cfg.regularizer, optimizer_stats=optimizer_stats,
+                                   eval_network=eval_network)
         cut = cut_network(cfg.network, tasks.input_shape, tasks.num_classes, cfg.latent_layer,
                           hidden=cfg.hidden, channels=cfg.channels, activation=cfg.activation,
                           layer_norm=cfg.layer_norm)

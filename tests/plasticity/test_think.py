@@ -138,9 +138,31 @@ def test_bad_think_settings_name_the_value():
 
 
 def test_configs_refuse_think_where_the_kind_does_not_pass_the_step_counts():
+    from_preset("quickstart", network="think", think_steps=3, eval_think_steps=8)  # wired
     with pytest.raises(ConfigError, match="network: 'think' is not wired into sac runs"):
         from_preset("cheetah-quick", network="think")
     with pytest.raises(ConfigError, match="think_steps must be >= 1"):
         from_preset("cheetah-quick", think_steps=0)
     with pytest.raises(ConfigError, match="eval_think_steps must be >= 0"):
         from_preset("cheetah-quick", eval_think_steps=-1)
+
+
+def test_classifier_evaluates_at_eval_think_steps_and_trains_at_think_steps():
+    """The classifier kind passes both step counts: evaluation at --eval-think-steps changes
+    eval_acc, never training (the same parameters and losses); 1 step runs too."""
+    from experiments import experiment, registry
+
+    small = dict(network="think", hidden=(16,), think_steps=2, num_tasks=2, seeds=1,
+                 steps_per_task=20, log_every=10, eval_examples=50, probe_examples=16)
+
+    def metric(table, name):
+        return table[table.metric == name].sort_values(["step", "eval_task"])["value"].to_numpy()
+
+    tables = {e: experiment.run(registry.build(registry.from_preset(
+        "quickstart", **small, eval_think_steps=e)), progress=False)[0] for e in (0, 1, 6)}
+    for e in (1, 6):
+        np.testing.assert_array_equal(metric(tables[e], "train_loss"),
+                                      metric(tables[0], "train_loss"))
+        assert not np.array_equal(metric(tables[e], "eval_acc"), metric(tables[0], "eval_acc"))
+    with pytest.raises(ConfigError, match="eval_think_steps applies to iterative networks"):
+        from_preset("quickstart", eval_think_steps=3)
