@@ -164,6 +164,7 @@ PEAK_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # two programs compiled and measured
 def test_the_estimate_is_within_a_factor_of_two_of_the_measured_peak_at_two_sizes():
     """The peak resident memory of executing 16 and 64 runs (a 512-wide MLP: ~0.2 and 0.8 GB),
     in a fresh process whose peak is reset after compiling, against the plan's estimate."""

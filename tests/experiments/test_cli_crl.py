@@ -94,6 +94,7 @@ def test_bad_crl_settings_are_named(argv, words, capsys):
         assert word in err, (word, err)
 
 
+@pytest.mark.slow  # a second maze program (SAC + HER) compiled end to end
 def test_sac_with_her_runs_on_the_maze_and_reports_success(tmp_path):
     her = {k: v for k, v in TINY.items() if k not in ("repr_dim",)}
     out = tmp_path / "her"

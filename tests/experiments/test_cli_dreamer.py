@@ -2,7 +2,8 @@
 (the return matrix, world-model forgetting on each task's probe set, the buffer's task
 composition, model losses, diagnostics of the world model, actor and critic), one compiled
 program for every grid sequence of the same size, the replay kept across intervals, its
-report, and the configuration errors."""
+report, and the configuration errors. The end-to-end run is ``slow``; building the program (no
+compile) for a grid and for Lights Out is not."""
 import json
 
 import numpy as np
@@ -35,6 +36,7 @@ def dreamer_run(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow  # the end-to-end Dreamer program compiles for about a minute
 def test_dreamer_run_writes_returns_world_model_forgetting_and_buffer_composition(dreamer_run):
     for name in ("results.parquet", "summary.csv", "r_matrix.png", "rl.png",
                  "matrix_wm_recon.png", "curves_buffer_tasks.png"):
@@ -64,6 +66,7 @@ def test_dreamer_run_writes_returns_world_model_forgetting_and_buffer_compositio
     assert {"return_avg", "forgetting_last", "wm_recon_forgetting"} <= set(summary.columns)
 
 
+@pytest.mark.slow  # the end-to-end Dreamer program compiles for about a minute
 def test_a_new_grid_sequence_compiles_nothing(dreamer_run):
     """Grids are data: another sequence of the same size runs through the compiled program."""
     exp = registry.build(registry.from_preset("grid-quick", **TINY))
@@ -77,6 +80,7 @@ def test_a_new_grid_sequence_compiles_nothing(dreamer_run):
     assert not np.allclose(logs["wm_recon"][:, -1], other["wm_recon"][:, -1])
 
 
+@pytest.mark.slow  # the end-to-end Dreamer program compiles for about a minute
 def test_report_redraws_a_dreamer_run(dreamer_run, capsys):
     assert main(["report", str(dreamer_run)]) == 0
     out = capsys.readouterr().out
@@ -100,3 +104,24 @@ def test_bad_dreamer_settings_are_named(argv, words, capsys):
 def test_a_grid_needs_a_discrete_agent(capsys):
     assert main(["run", "cheetah-quick", "--env", "grid", "--out", "/nonexistent/x"]) == 2
     assert "run a dreamer preset" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("env, extra", [("grid", {}), ("lightsout", dict(episode_length=6))])
+def test_the_program_builds_with_a_categorical_policy_on_discrete_envs(env, extra):
+    """Tracing the init (no compile) checks the kind's wiring: on both discrete envs the actor's
+    output layer gives one logit per action (a continuous actor gives a mean and a scale per
+    action entry), and only the grid's one-hot view is stored as uint8."""
+    import jax
+
+    cfg = registry.from_preset("grid-quick", **{**TINY, "env": env, **extra})
+    exp = registry.build(cfg)
+    one_run = jax.tree.map(lambda a: a[0], exp.hparams)
+    carry, _ = jax.eval_shape(exp.train.init, jax.random.key(0), one_run, exp.data,
+                              exp.tasks.params)
+    leaves = jax.tree_util.tree_flatten_with_path(carry.agent)[0]
+    actor_out = [leaf.shape for path, leaf in leaves
+                 if "actor" in jax.tree_util.keystr(path)
+                 and jax.tree_util.keystr(path).endswith("['out']['kernel'].value")]
+    assert actor_out and actor_out[0][-1] == exp.tasks.action_size
+    dtypes = {leaf.dtype.name for leaf in jax.tree.leaves(carry.memory)}
+    assert ("uint8" in dtypes) == (env == "grid")
