@@ -182,7 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _presets_text() -> str:
-    return "\n\n".join(f"{kind.title}:\n" + "\n".join(f"  {n:22s}{d}"
+    width = max(len(n) for kind in registry.KINDS.values() for n in kind.presets) + 2
+    return "\n\n".join(f"{kind.title}:\n" + "\n".join(f"  {n:{width}s}{d}"
                                                       for n, (d, _) in kind.presets.items())
                        for kind in registry.KINDS.values())
 
