@@ -1,7 +1,7 @@
 """What only a GPU can show, in one table and at most 8 minutes on one GPU (issue 17, item 6).
 
 Sections (``--sections`` runs a subset; they run in the order of ``SECTIONS`` — seeds,
-diagnostics, crl, dreamer, sac — each with a time budget in seconds; an item that would not fit in what is
+diagnostics, crl, dreamer, dmc, sac — each with a time budget in seconds; an item that would not fit in what is
 left of its section's budget is reported as skipped, and no section runs past ``--limit``):
 
 * ``seeds`` — per-seed wall time per training step of 1, 8, 64 and 256 vmapped seeds, and its
@@ -27,6 +27,10 @@ left of its section's budget is reported as skipped, and no section runs past ``
   episodes of 993 steps so that its ratio is a whole number), one seed, through
   ``bench/crl_vs_jaxgcrl.py``'s driver: env steps/s with updates after the first interval, and
   the minutes 10M env steps take at that rate (JaxGCRL: about 10 on a V100; target ≤ 5).
+* ``dmc`` — SAC on the DM Control Suite's CheetahRun through MuJoCo Playground (issue 14) with
+  the platform's MJX implementation (``warp`` on a GPU, ``tasks.envs.playground``), the same
+  envs, steps and networks as ``sac``: stepping alone, training, their ratio (target ≥ 1/3).
+  Skipped, with the import error, where the carried wheels lack ``playground``/``warp-lang``.
 * ``dreamer`` — the world-model agent (issue 13) at the ``dreamer-minigrid`` preset's
   sizes (16 envs, GRU 512, 32 × 16 latents, 512-wide MLPs, batch 16 × 64, train ratio 32,
   Plan2Explore) on its first grid, DoorKey-9x9, one seed, through
@@ -56,6 +60,8 @@ once with the ``pip download`` line below)::
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \\
         brax==0.14.2 mujoco==4.0.0 mujoco-core==4.0.0 mujoco-studio==4.0.0 mujoco-mjx==3.17.0 \\
         jaxopt==0.8.5 trimesh==5.2.0 glfw==2.11.0          # 30 MB: what the Ant env imports
+    # the dmc section also needs (not yet tried on the GPU machine):
+    #   playground==0.2.0 warp-lang==1.19.0 ml-collections etils lxml mediapy
 
 On a GPU machine with internet access and the project's pins (jax 0.10.2; its extras
 ``cuda12`` → jax-cuda12-plugin[with-cuda] 0.10.2 + jax-cuda12-pjrt 0.10.2 + CUDA 12 wheels, and
@@ -283,14 +289,38 @@ def section_sac(args, sz: Sizes, budget: Budget, report: Report) -> None:
     seq = rl_kind.env_sequence(cfg)  # the preset's env: ant on mjx with the fast solver
     setting = (f"ant, {seq.env.backend}, {envs} envs x {steps} steps; SAC "
                f"{'-'.join(map(str, sz.sac_hidden))}, batch {sz.sac_batch}, 1 update/step")
-    log(f"sac: {setting}: compiling stepping")
-    step_fn = RL.stepping(seq, envs, steps, cfg.episode_length)
+    stepping_vs_training("sac", seq, setting, cfg.episode_length, args, sz, budget, report)
+
+
+def section_dmc(args, sz: Sizes, budget: Budget, report: Report) -> None:
+    """SAC on the DM Control Suite's CheetahRun (MuJoCo Playground, the platform's MJX impl:
+    warp on a GPU): stepping alone against training, as for the Ant (issue 14)."""
+    from tasks.envs import playground
+
+    impl = playground.default_impl()
+    setting = (f"dmc CheetahRun, impl {impl}, {sz.sac_envs} envs x {sz.sac_steps} steps; SAC "
+               f"{'-'.join(map(str, sz.sac_hidden))}, batch {sz.sac_batch}, 1 update/step")
+    try:
+        seq = playground.sequence(["CheetahRun"], impl=impl)
+    except ImportError as err:  # the wheels of .whl/ lack MuJoCo Playground or warp
+        report.skipped("dmc", setting, f"MuJoCo Playground not importable: {err}")
+        return
+    stepping_vs_training("dmc", seq, setting, 1000, args, sz, budget, report)
+
+
+def stepping_vs_training(section: str, seq, setting: str, episode_length: int, args,
+                         sz: Sizes, budget: Budget, report: Report) -> None:
+    """Env steps/s of random-action stepping alone and of SAC training on ``seq`` (the drivers
+    of ``bench/rl_throughput.py``), interleaved rounds after a warm-up, and their ratio."""
+    envs, steps = sz.sac_envs, sz.sac_steps
+    log(f"{section}: {setting}: compiling stepping")
+    step_fn = RL.stepping(seq, envs, steps, episode_length)
     start = time.perf_counter()
     step_c = step_fn.lower(jax.random.key(1)).compile()
     step_compile = time.perf_counter() - start
-    log("sac: building and compiling training (init runs once)")
+    log(f"{section}: building and compiling training (init runs once)")
     start = time.perf_counter()
-    train_fn, carry = RL.training(seq, envs, steps, cfg.episode_length, 1, sz.sac_batch,
+    train_fn, carry = RL.training(seq, envs, steps, episode_length, 1, sz.sac_batch,
                                   sz.sac_hidden)
     train_c = train_fn.lower(carry).compile()
     train_compile = time.perf_counter() - start
@@ -301,7 +331,7 @@ def section_sac(args, sz: Sizes, budget: Budget, report: Report) -> None:
 
     keys = iter(range(2, 10_000))
     step_call = lambda: jax.block_until_ready(step_c(jax.random.key(next(keys))))  # noqa: E731
-    log("sac: timing (warm-up, then interleaved rounds)")
+    log(f"{section}: timing (warm-up, then interleaved rounds)")
     # The first training call also fills the buffer past min_replay.
     warm = {"stepping": C.timed(step_call), "training": C.timed(train_call)}
     times = {"stepping": [], "training": []}
@@ -319,11 +349,11 @@ def section_sac(args, sz: Sizes, budget: Budget, report: Report) -> None:
     n = envs * steps
     rate_step = n / C.median(times["stepping"])
     rate_train = n / C.median(times["training"])
-    report.add("sac", setting, "stepping alone", rate_step, "env steps/s")
-    report.add("sac", setting, "training", rate_train, "env steps/s")
-    report.add("sac", setting, "training / stepping", rate_train / rate_step, "ratio")
-    report.add("sac", setting, "compile stepping", step_compile, "s")
-    report.add("sac", setting, "compile training (+ init)", train_compile, "s")
+    report.add(section, setting, "stepping alone", rate_step, "env steps/s")
+    report.add(section, setting, "training", rate_train, "env steps/s")
+    report.add(section, setting, "training / stepping", rate_train / rate_step, "ratio")
+    report.add(section, setting, "compile stepping", step_compile, "s")
+    report.add(section, setting, "compile training (+ init)", train_compile, "s")
 
 
 def section_diagnostics(args, sz: Sizes, budget: Budget, report: Report) -> None:
@@ -397,11 +427,12 @@ def section_dreamer(args, sz: Sizes, budget: Budget, report: Report) -> None:
 
 
 SECTIONS: dict[str, tuple[Callable, float]] = {
-    "seeds": (section_seeds, 120.0),
-    "diagnostics": (section_diagnostics, 60.0),
-    "crl": (section_crl, 90.0),
-    "dreamer": (section_dreamer, 70.0),
-    "sac": (section_sac, 150.0),  # last: its compile time is the least predictable
+    "seeds": (section_seeds, 100.0),
+    "diagnostics": (section_diagnostics, 55.0),
+    "crl": (section_crl, 75.0),
+    "dreamer": (section_dreamer, 65.0),
+    "dmc": (section_dmc, 70.0),
+    "sac": (section_sac, 125.0),  # last: its compile time is the least predictable
 }
 
 
