@@ -1,6 +1,7 @@
 """Does an RL preset learn? Its runs against a uniformly random policy on the same tasks, in one
 invocation: for every task, the random policy's return (``--random-episodes`` first episodes of
-``eval_length`` steps, uniform actions in [−1, 1], summed until the episode ends, as the loop's
+``eval_length`` steps, uniform actions in [−1, 1] — a uniform one-hot on discrete-action envs
+(grid, lightsout) — summed until the episode ends, as the loop's
 evaluation does), the trained policy's evaluation return before any training and at the end of
 the task's own visit (mean over seeds), and their difference in random-return standard
 deviations.
@@ -31,8 +32,10 @@ def _value(text: str):
     return tuple(value) if isinstance(value, list) else value
 
 
-def random_returns(seq, task: int, episodes: int, length: int, seed: int = 0) -> np.ndarray:
-    """[episodes] returns of the first episode under uniform random actions."""
+def random_returns(seq, task: int, episodes: int, length: int, seed: int = 0,
+                   discrete: bool = False) -> np.ndarray:
+    """[episodes] returns of the first episode under uniform random actions (``discrete``: a
+    one-hot of a uniform action index)."""
     from tasks.base import task_slice
 
     params = task_slice(seq.params, task)
@@ -42,7 +45,9 @@ def random_returns(seq, task: int, episodes: int, length: int, seed: int = 0) ->
 
         def body(carry, k):
             state, alive, total = carry
-            action = jax.random.uniform(k, (seq.action_size,), minval=-1.0, maxval=1.0)
+            action = (jax.nn.one_hot(jax.random.randint(k, (), 0, seq.action_size),
+                                     seq.action_size) if discrete else
+                      jax.random.uniform(k, (seq.action_size,), minval=-1.0, maxval=1.0))
             state = seq.step(params, state, action)
             total = total + alive * state.reward
             return (state, alive * (1.0 - state.done), total), None
@@ -73,7 +78,9 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     seq = rl.env_sequence(cfg)
     length = cfg.eval_length or cfg.episode_length
-    rand = [random_returns(seq, t, args.random_episodes, length) for t in range(cfg.num_tasks)]
+    discrete = getattr(cfg, "discrete_env", False)
+    rand = [random_returns(seq, t, args.random_episodes, length, discrete=discrete)
+            for t in range(cfg.num_tasks)]
     random_seconds = time.perf_counter() - start
     table, _, wall = experiment.run(registry.build(cfg), progress=True)
 

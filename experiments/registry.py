@@ -116,9 +116,10 @@ def config_from_saved(saved: dict) -> tuple[Any, str]:
 
 
 # The built-in kinds: one line each.
-from experiments.kinds import classifier, crl, dreamer, sac  # noqa: E402
+from experiments.kinds import classifier, crl, dqn, dreamer, sac  # noqa: E402
 
 register(classifier.KIND)
 register(sac.KIND)
 register(crl.KIND)
 register(dreamer.KIND)
+register(dqn.KIND)
