@@ -21,7 +21,9 @@ What the loop owns, for every agent (:class:`continual.agents.Agent` holds what 
   chunked mode, sharded over devices, with checkpoints — unchanged.
 * Episodes. Each env runs until it terminates or reaches ``episode_length`` steps; then it
   restarts from its reset state of the current task (Brax's ``AutoResetWrapper`` convention: one
-  reset state per env, drawn afresh at every switch of the schedule, announced or hidden). A
+  reset state per env, drawn afresh at every switch of the schedule, announced or hidden), or,
+  for a source with ``fresh_resets`` (procedurally generated tasks: Lights Out), from a fresh
+  reset of the current task drawn at every step (selected where the episode ended). A
   time-limit truncation keeps ``discount = 1`` (the critic bootstraps); a termination sets it
   to 0.
   The agent's policy carry (:attr:`continual.agents.Agent.carry_init`: a recurrent agent's
@@ -302,8 +304,13 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
         episodes = jnp.sum(finished)
         returns = jnp.sum(jnp.where(finished, ep_return, 0.0))
         successes = jnp.sum(finished & ep_success)
+        if seq.fresh_resets:  # static: other sources keep their random stream
+            key, k_reset = jax.random.split(key)
+            restart = reset_envs(task, k_reset, spec.num_envs)
+        else:
+            restart = carry.first
         carry = carry._replace(
-            env=_where(finished, carry.first, nxt),
+            env=_where(finished, restart, nxt),
             # The next step sees a first observation: it starts from the initial carry.
             policy=_where(finished, agent.carry_init(spec.num_envs), policy),
             ep_step=jnp.where(finished, 0, ep_step),

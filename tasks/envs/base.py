@@ -6,8 +6,9 @@ have a leading task axis ``[T]``, and ``reset`` / ``step`` that read one task's 
 (``tasks.base.task_slice(seq.params, t)``, ``t`` may be traced). The environment state is any
 pytree with Brax's ``State`` fields ``obs [obs_size]``, ``reward []`` and ``done []`` (1.0 where
 the episode terminated); the loop vmaps ``reset`` and ``step`` over its envs, resets finished
-episodes itself (to the task's reset states) and applies the time limit, so a source implements
-neither auto-reset nor truncation.
+episodes itself (to the task's reset states, or fresh resets where the source sets
+``fresh_resets``) and applies the time limit, so a source implements neither auto-reset nor
+truncation.
 
 A goal-conditioned source also declares its :class:`GoalSpace`: where the goal sits in the
 observation and when it counts as reached, so the loop measures success on any such source and a
@@ -69,3 +70,8 @@ class EnvTaskSequence(NamedTuple):
     action_size: int
     data: Any = ()                               # shared by all tasks (none for simulators)
     goals: GoalSpace | None = None               # set by goal-conditioned sources
+    # Where an episode ends, the loop restarts the env from a fresh ``reset`` (a new board,
+    # layout or goal per episode: procedurally generated tasks) instead of the env's one reset
+    # state of the current visit (Brax's AutoResetWrapper convention, the default: a physics
+    # reset costs a simulator initialisation per step).
+    fresh_resets: bool = False

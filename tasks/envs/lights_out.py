@@ -209,5 +209,8 @@ def lights_out_sequence(tasks: Sequence[str | LightsOutTask], *,
     def step(task: LightsOutTask, state: State, action: jax.Array) -> State:
         return _step(task, state, action, shape, penalty)
 
+    # A fresh puzzle at every episode: with one reset state per env a run would only ever see
+    # num_envs puzzles (and their relabelled goals).
     return EnvTaskSequence("lightsout", LightsOutFamily(names, shape, parsed, penalty), params,
-                           reset, step, len(parsed), 2 * cells, cells, goals=goals)
+                           reset, step, len(parsed), 2 * cells, cells, goals=goals,
+                           fresh_resets=True)

@@ -197,3 +197,25 @@ def test_configs_wire_lights_out_and_name_their_errors():
     from experiments.kinds import rl
     s = rl.env_sequence(cfg)
     assert s.name == "lightsout" and s.env.shape == (4, 4) and s.env.step_penalty == 0.1
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_every_episode_restarts_from_a_fresh_puzzle(fresh):
+    """Lights Out sets fresh_resets: where an episode ends (here every step: episodes of one
+    step) the env restarts from a new board and goal; without it, from its one reset state."""
+    from continual.loop import schedule_entry
+    from continual.optimizers import HParams
+
+    s = L.lights_out_sequence(["3x3:train"])
+    assert s.fresh_resets
+    s = s._replace(fresh_resets=fresh)
+    spec = RLSpec(num_envs=8, steps_per_task=3, log_every=3, episode_length=1, eval_envs=2,
+                  eval_length=1, probe_examples=2)
+    train = make_rl_train(spec, random_agent(s.observation_size, s.action_size, 2), s)
+    hp = HParams.defaults()
+    carry, _ = jax.jit(train.init)(jax.random.key(0), hp, (), s.params)
+    entry = jax.tree.map(jnp.asarray, schedule_entry(parse_schedule("sequential", 1, 1), 0)
+                         ._replace(switch=np.bool_(False)))
+    after, _ = jax.jit(train.run_interval)(carry, entry, hp, (), s.params)
+    same = np.all(np.asarray(after.env.obs) == np.asarray(carry.first.obs), axis=1)
+    assert same.all() != fresh   # fresh: new puzzles (8 random 3×3 boards never all repeat)
