@@ -136,6 +136,7 @@ def test_bad_choices_name_the_valid_ones():
         make_reset(InterventionSpec("cbp"), _agent(), layer_orders(_agent()))
 
 
+@pytest.mark.slow  # depth 64 (stacked layers also: test_stacked.py)
 def test_depth_64_residual_crl_trains_one_step_and_resets_a_stacked_layer():
     """Wang et al.'s architecture at depth 64 (16 blocks × 4 Dense, width 64, Swish): one update
     compiles and runs (the blocks are one scan, so this costs what depth 4 does), and ReDo

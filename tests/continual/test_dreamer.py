@@ -221,6 +221,7 @@ def test_the_model_loss_falls_on_a_fixed_batch(dreamer, state):
     assert np.isfinite(float(info["actor_loss"])) and np.isfinite(float(info["critic_loss"]))
 
 
+@pytest.mark.slow  # a second (continuous) Dreamer compiled
 def test_continuous_actions_are_bounded_and_plan2explore_rewards_disagreement():
     d = make_dreamer(DreamerSpec(model=SMALL, discrete=False, horizon=2, plan2explore=True,
                                  ensemble=2), ObsLayout(OBS), 2)

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 SCRIPT = textwrap.dedent("""
     import json, sys
     import jax, numpy as np
@@ -39,6 +41,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a sharded and an unsharded program compiled
 def test_sharded_runs_match_unsharded_with_a_run_count_that_does_not_divide_devices():
     """Also in batches of one run per device on two devices (two batches, the last padded)."""
     env = dict(os.environ, XLA_FLAGS=os.environ.get("XLA_FLAGS", "")

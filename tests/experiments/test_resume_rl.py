@@ -37,6 +37,7 @@ def _resumed_equals_uninterrupted(tmp_path, argv, prelude=""):
                                   check_exact=True)
 
 
+@pytest.mark.slow  # two RL programs compiled end to end
 def test_the_rl_loop_resumes_to_a_bit_identical_table(tmp_path):
     # The RL loop with the point-mass kind of test_plugin_kind (compiles in seconds).
     import test_plugin_kind as plugin

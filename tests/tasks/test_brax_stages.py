@@ -1,7 +1,8 @@
 """The multi-stage Reacher (tasks.envs.brax_stages): reset into a task's start stage, the stage
 and its clock in the observation, success = reached and settled, the paper's success bonus,
 the per-stage time limit and the last stage terminating. One compiled step serves every test
-(the arm is placed by inverse kinematics on a target, or away from every target)."""
+(the arm is placed by inverse kinematics on a target, or away from every target); those
+physics tests are ``slow`` (the Reacher compiles for about 15 s), the config tests are not."""
 import math
 
 import jax
@@ -47,6 +48,7 @@ def _state_at(seq, q01, stage, stage_step, qd01=(0.0, 0.0)):
                                   jnp.asarray(stage_step, jnp.int32))
 
 
+@pytest.mark.slow  # Brax's Reacher compiles for about 15 s
 def test_reset_starts_in_the_tasks_stage_with_its_clock_at_zero(seq):
     assert (seq.num_tasks, seq.observation_size, seq.action_size) == (2, 8 + 4 + 1, 2)
     reset = jax.jit(seq.reset)
@@ -59,6 +61,7 @@ def test_reset_starts_in_the_tasks_stage_with_its_clock_at_zero(seq):
         assert np.linalg.norm(obs[6:8] - [0.21, 0.0]) < 0.03
 
 
+@pytest.mark.slow  # Brax's Reacher compiles for about 15 s
 @pytest.mark.parametrize("stage", [0, 2])
 def test_settling_on_the_stage_target_solves_it_with_the_bonus(seq, step, stage):
     target = brax_stages.TARGETS[stage]
@@ -75,6 +78,7 @@ def test_settling_on_the_stage_target_solves_it_with_the_bonus(seq, step, stage)
     assert obs[12] == 0.0 and int(nxt.stage_step) == 0 and float(nxt.done) == 0.0
 
 
+@pytest.mark.slow  # Brax's Reacher compiles for about 15 s
 def test_passing_through_the_target_fast_does_not_solve_it(seq, step):
     state = _state_at(seq, _elbow_angles(*brax_stages.TARGETS[0]), 0, 0, qd01=(4.0, 0.0))
     nxt = step(task_slice(seq.params, 0), state, jnp.zeros(2))
@@ -83,12 +87,14 @@ def test_passing_through_the_target_fast_does_not_solve_it(seq, step):
     np.testing.assert_allclose(float(nxt.obs[12]), 1 / STAGE_STEPS, rtol=1e-6)
 
 
+@pytest.mark.slow  # Brax's Reacher compiles for about 15 s
 def test_solving_the_last_stage_ends_the_episode(seq, step):
     state = _state_at(seq, _elbow_angles(*brax_stages.TARGETS[3]), 3, 0)
     nxt = step(task_slice(seq.params, 0), state, jnp.zeros(2))
     assert float(nxt.done) == 1.0 and int(nxt.stage) == 3
 
 
+@pytest.mark.slow  # Brax's Reacher compiles for about 15 s
 def test_an_unsolved_stage_ends_the_episode_at_its_time_limit(seq, step):
     state = _state_at(seq, (0.0, 0.0), 1, 0)  # stretched along +x: far from every target
     task = task_slice(seq.params, 0)

@@ -7,7 +7,10 @@ CartpoleBalance, CartpoleSwingupSparse, then CheetahRun at base physics, gravity
 Every task after the first runs under ``jax.no_tracing(True)``; a second action array whose
 padded entries differ runs too. Rewards are checked against Playground's own reward classes
 (one small jitted function per class) and, for the cheetah, against the formula computed here.
-Walker and hopper objectives and the Warp solver-warning count are ``slow``.
+Walker and hopper objectives and the Warp solver-warning count are ``slow``, and so is every
+test of that fixture (it compiles for about a minute); the default run compiles one small
+CartpoleBalance dynamics sequence instead: one compile for its tasks, and each physics
+parameter it has changes the trajectory.
 """
 from __future__ import annotations
 
@@ -84,6 +87,7 @@ def test_sequence_fields(seq):
     np.testing.assert_allclose(seq.params.sparse, [0, 1] + [0] * 7)
 
 
+@pytest.mark.slow  # the cross-domain fixture compiles for about a minute
 def test_one_compile_for_the_whole_sequence(runs):
     assert len(runs["res"]) == 9
     assert runs["traces"] == 1 and runs["cache"] == 1
@@ -95,6 +99,7 @@ def _qpos(r, branch):
 
 @pytest.mark.parametrize("task", [GRAVITY, FRICTION, MASS, ACTUATOR],
                          ids=["gravity", "friction", "mass", "actuator"])
+@pytest.mark.slow  # the cross-domain fixture compiles for about a minute
 def test_each_physics_parameter_changes_the_trajectory(runs, task):
     res = runs["res"]
     q, base = _qpos(res[task], 1), _qpos(res[BASE], 1)
@@ -102,6 +107,7 @@ def test_each_physics_parameter_changes_the_trajectory(runs, task):
     assert np.abs(q - base).max() > 1e-2
 
 
+@pytest.mark.slow  # the cross-domain fixture compiles for about a minute
 def test_objectives_change_reward_not_trajectory(runs):
     res = runs["res"]
     for t in (SLOW, BACKWARD):
@@ -115,6 +121,7 @@ def test_objectives_change_reward_not_trajectory(runs):
     assert not np.allclose(res[SLOW]["reward"], res[BASE]["reward"])
 
 
+@pytest.mark.slow  # the cross-domain fixture compiles for about a minute
 def test_speed_is_the_torso_velocity_sensor(runs, seq):
     env = seq.env.envs[1]
     s = env.mj_model.sensor("torso_subtreelinvel")
@@ -142,17 +149,20 @@ def playground_rewards(runs):
 
 @pytest.mark.parametrize("task", [BALANCE, SWINGUP, BASE],
                          ids=["CartpoleBalance", "CartpoleSwingupSparse", "CheetahRun"])
+@pytest.mark.slow  # the cross-domain fixture compiles for about a minute
 def test_default_objective_is_playgrounds_reward(runs, playground_rewards, task):
     ours = runs["res"][task]["reward"]
     np.testing.assert_allclose(ours, playground_rewards[task], rtol=1e-5, atol=1e-6)
     assert np.ptp(ours) > 0 or task == SWINGUP  # sparse: 0 while the pole hangs
 
 
+@pytest.mark.slow  # the cross-domain fixture compiles for about a minute
 def test_cartpole_swing_up_starts_hanging(runs):
     cos = lambda t: runs["res"][t]["first"][:, 1]  # obs: cart position, pole cos, sin, ...
     assert np.all(cos(BALANCE) > 0.99) and np.all(cos(SWINGUP) < -0.99)
 
 
+@pytest.mark.slow  # the cross-domain fixture compiles for about a minute
 def test_cross_domain_padding(runs):
     res = runs["res"]
     for r in res:
@@ -165,6 +175,7 @@ def test_cross_domain_padding(runs):
     assert np.all(res[BASE]["sims"][0].data.qpos == 0)
 
 
+@pytest.mark.slow  # the cross-domain fixture compiles for about a minute
 def test_padded_action_entries_have_no_effect(runs):
     a, b = runs["res"][BALANCE], runs["padded"]
     assert not np.array_equal(runs["actions"][..., 1:], 0)
@@ -349,3 +360,23 @@ def test_warp_state_has_an_env_axis_and_playgrounds_trajectory():
     assert all(leaf.shape[:1] == (N_ENVS,) for leaf in jax.tree.leaves(state))
     np.testing.assert_array_equal(np.asarray(q), np.asarray(own()))
     assert np.abs(np.asarray(q)[-1] - np.asarray(q)[0]).max() > 1e-2
+
+
+def test_a_cartpole_dynamics_sequence_compiles_once_and_each_scale_changes_the_trajectory():
+    """CartpoleBalance under base, gravity ×0.5, mass ×2 and actuator ×0.5 (the cartpole has
+    no contacts, so friction is the cross-domain fixture's cheetah's): one compiled rollout
+    serves every task, and each scale moves the cart-pole's joints away from the base run."""
+    seq = pg.dynamics("CartpoleBalance", gravity_scales=[1, .5, 1, 1],
+                      mass_scales=[1, 1, 2, 1], actuator_scales=[1, 1, 1, .5], impl="jax")
+    traces = []
+    f = _rollout_fn(seq, traces)
+    actions = jax.random.uniform(jax.random.key(3), (N_STEPS, N_ENVS, seq.action_size),
+                                 minval=-1, maxval=1)
+    tasks = [task_slice(seq.params, t) for t in range(seq.num_tasks)]
+    out = [jax.block_until_ready(f(tasks[0], jax.random.key(0), actions))]
+    with jax.no_tracing(True):
+        out += [jax.block_until_ready(f(t, jax.random.key(0), actions)) for t in tasks[1:]]
+    assert len(traces) == 1 and f._cache_size() == 1
+    qpos = [np.asarray(o[4][0].data.qpos) for o in out]   # sims of the one (cartpole) branch
+    for t in (1, 2, 3):
+        assert np.all(np.isfinite(qpos[t])) and np.abs(qpos[t] - qpos[0]).max() > 1e-3, t
