@@ -229,7 +229,8 @@ def _lower_upper(carry):
     return layers["hidden/0"], {k: v for k, v in layers.items() if k != "hidden/0"}
 
 
-@pytest.mark.parametrize("which", ["stored", "generative", "progressive"])
+@pytest.mark.parametrize("which", ["stored", "generative",
+                                   pytest.param("progressive", marks=pytest.mark.slow)])
 def test_frozen_layers_below_the_replay_level_stay_untouched_after_the_first_task(
         which, request):
     _, carries, _ = request.getfixturevalue(which)

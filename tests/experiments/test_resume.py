@@ -43,6 +43,7 @@ def kill_after_first_checkpoint(command: list[str], run_dir, timeout: float,
     assert not (run_dir / "results.parquet").exists()
 
 
+@pytest.mark.slow  # a subprocess run killed and resumed (batched resume: test_run_batches.py)
 def test_a_run_sigkilled_between_batches_resumes_to_a_bit_identical_table(tmp_path):
     """Killed once the first batch (8 log intervals) is saved, somewhere in the second, and
     resumed from there."""
