@@ -82,18 +82,8 @@ class DQNConfig(rl.RLConfigBase):
             raise ConfigError("regularizer: 'ewc' is the supervised EWC; DQN has no Fisher "
                               "consolidation, choose another regularizer")
         if self.her != "none":
-            if not self.goal_conditioned:
-                raise ConfigError(f"her: {self.env} is not goal-conditioned; use --her none "
-                                  f"(goal-conditioned discrete env: lightsout)")
-            if (self.replay_eviction, self.replay_sampling) != ("fifo", "uniform"):
-                raise ConfigError("her: its trajectory replay is a FIFO ring sampled "
-                                  "uniformly; leave replay_eviction and replay_sampling at "
-                                  "fifo and uniform")
-            if not 0 <= self.her_relabel <= 1:
-                raise ConfigError(f"her_relabel must lie in [0, 1], got {self.her_relabel}")
-            if self.replay_capacity < 2 * self.num_envs:
-                raise ConfigError(f"replay_capacity ({self.replay_capacity}) must hold at "
-                                  f"least 2 steps per env with her")
+            rl.check_her(self, f"her: {self.env} is not goal-conditioned; use --her none (goal-conditioned discrete "
+                                 f"env: lightsout)")
 
     @property
     def epsilon_decay_updates(self) -> int:

@@ -326,6 +326,22 @@ class RLConfigBase(ConfigBase):
                               f"task ({len(self.dmc_tasks)}) or none")
 
 
+def check_her(cfg, not_goal_conditioned: str) -> None:
+    """The checks of hindsight relabelling every kind with a ``her`` option shares (its
+    trajectory replay: continual.agents.trajectory); ``not_goal_conditioned`` is the kind's own
+    message for an env without goals."""
+    if not cfg.goal_conditioned:
+        raise ConfigError(not_goal_conditioned)
+    if (cfg.replay_eviction, cfg.replay_sampling) != ("fifo", "uniform"):
+        raise ConfigError("her: its trajectory replay is a FIFO ring sampled uniformly; leave "
+                          "replay_eviction and replay_sampling at fifo and uniform")
+    if not 0 <= cfg.her_relabel <= 1:
+        raise ConfigError(f"her_relabel must lie in [0, 1], got {cfg.her_relabel}")
+    if cfg.replay_capacity < 2 * cfg.num_envs:
+        raise ConfigError(f"replay_capacity ({cfg.replay_capacity}) must hold at least 2 steps "
+                          f"per env with her")
+
+
 def env_sequence(cfg: RLConfigBase) -> brax_envs.EnvTaskSequence:
     """The config's task sequence, from the env's source."""
     if cfg.env == "grid":

@@ -110,17 +110,7 @@ class SACConfig(rl.RLConfigBase):
         if self.retention_memory < 1 or not 0 < self.kickstart_decay <= 1:
             raise ConfigError("retention_memory must be >= 1 and kickstart_decay in (0, 1]")
         if self.her != "none":
-            if not self.goal_conditioned:
-                raise ConfigError(f"her: needs a goal-conditioned env: {rl.GOAL_CONDITIONED}")
-            if (self.replay_eviction, self.replay_sampling) != ("fifo", "uniform"):
-                raise ConfigError("her: its trajectory replay is a FIFO ring sampled "
-                                  "uniformly; leave replay_eviction and replay_sampling at "
-                                  "fifo and uniform")
-            if not 0 <= self.her_relabel <= 1:
-                raise ConfigError(f"her_relabel must lie in [0, 1], got {self.her_relabel}")
-            if self.replay_capacity < 2 * self.num_envs:
-                raise ConfigError(f"replay_capacity ({self.replay_capacity}) must hold at "
-                                  f"least 2 steps per env with her")
+            rl.check_her(self, f"her: needs a goal-conditioned env: {rl.GOAL_CONDITIONED}")
 
 
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
