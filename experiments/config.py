@@ -231,7 +231,7 @@ def parse_value(fields: dict[str, dataclasses.Field], name: str, text: str) -> A
         if isinstance(default, tuple):
             # The element type is the default's (numbers: int for widths, else float).
             kind = (str if default and isinstance(default[0], str)
-                    else int if name in ("hidden", "channels") else float)
+                    else int if name in ("hidden", "channels", "think_sweep") else float)
             return tuple(kind(v.strip()) for v in text.split(",") if v.strip())
         return type(default)(text)
     except ValueError:

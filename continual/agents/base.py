@@ -90,6 +90,10 @@ class Agent(NamedTuple):
     # from; the loop applies it when its ``data`` argument holds starting points (SAC: a
     # continual.agents.sac.Start), and an agent without it cannot be fine-tuned.
     start: Callable[[Any, Any, Any], Any] | None = None
+    # ((suffix, act_mode), ...): more evaluation policies, each played on every task as
+    # ``act_mode`` is and logged as ``eval_<metric>_<suffix>`` (DQN's think network at several
+    # test-time step counts: ``think8``).
+    mode_variants: tuple = ()
 
 
 def memoryless(act: Callable, act_mode: Callable) -> tuple[Callable, Callable]:

@@ -305,9 +305,13 @@ def goal_rewards(memory: Memory, step_penalty: float = 0.0,
 
 
 def make_dqn_agent(dqn: DQN, memory: Memory, q_bias_keep: int = 1_000,
-                   val_batch: Callable | None = None) -> Agent:
+                   val_batch: Callable | None = None, think_sweep: tuple[int, ...] = ()
+                   ) -> Agent:
     """DQN as an :class:`continual.agents.Agent` over ``memory`` (:func:`transition_memory`,
-    or a HER memory through :func:`goal_rewards`). Per log point:
+    or a HER memory through :func:`goal_rewards`). ``think_sweep``: step counts at which an
+    iterative network's greedy policy is also evaluated at every log point (the loop's
+    ``mode_variants``: ``eval_success_think<M>`` per task; one compilation, each count a branch
+    of the evaluation rollout). Per log point:
 
     * ``q_bias``, ``q_bias_abs``, ``q_bias_sq``, ``q_bias_norm``, ``mc_return``, ``q_estimate``
       (:func:`metrics.rl.overestimation` with α = 0: Q(s, a) of the ε-greedy measurement rollout
@@ -335,7 +339,10 @@ def make_dqn_agent(dqn: DQN, memory: Memory, q_bias_keep: int = 1_000,
         return {"q": jnp.sum(q * action, axis=-1)}
 
     act, act_mode = memoryless(dqn.act, dqn.act_mode)
+    variants = tuple((f"think{m}", memoryless(dqn.act, lambda s, obs, m=m: dqn.greedy(s, obs, m))[1])
+                     for m in think_sweep)
     return Agent(init=dqn.init, act=act, act_mode=act_mode, update=dqn.update, memory=memory,
                  evaluate=evaluate, measure=measure,
                  features=lambda state, obs: {"critic": (state.q, dqn.features(state, obs))},
-                 params=lambda state: state.q.params, loss_keys=("critic_loss",))
+                 params=lambda state: state.q.params, loss_keys=("critic_loss",),
+                 mode_variants=variants)

@@ -48,6 +48,9 @@ After every log interval (all on device):
   ``eval_success`` (the fraction of episodes within the goal threshold at any step: JaxGCRL's
   ``episode_success_any``), ``eval_time_near_goal`` (steps within it: its ``episode_success``)
   and ``eval_final_distance`` (:func:`metrics.rl.goal_reaching`);
+* the same per-task metrics of each of the agent's ``mode_variants`` (other evaluation
+  policies, e.g. a think network at more test-time steps), suffixed with its name
+  (``eval_success_think8``);
 * the agent's ``measure`` on fresh rollouts of its training policy on the current task (SAC:
   ``q_bias`` and TD errors);
 * ``train``: interval means of the update's infos, the mean return of the training episodes that
@@ -170,17 +173,27 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
         (the agent's ``measure``). One rollout function keeps one copy of the physics in the
         compiled program (compile time dominates short runs)."""
         num_tasks = jax.tree.leaves(task_params)[0].shape[0]
-        tasks = jax.tree.map(lambda a: jnp.concatenate([a, a[t][None]]), task_params)
-        stochastic = jnp.arange(num_tasks + 1) == num_tasks
+        variants = len(agent.mode_variants)
+        # Rollout r: mode policy on task r (r < T), training policy on task t (r = T), then
+        # each mode variant on every task.
+        tasks = jax.tree.map(lambda a: jnp.concatenate([a, a[t][None]] + [a] * variants),
+                             task_params)
+        count = (variants + 1) * num_tasks + 1
+        stochastic = jnp.arange(count) == num_tasks
+        which = jnp.concatenate([jnp.zeros(num_tasks + 1, jnp.int32)]
+                                + [jnp.full(num_tasks, v + 1, jnp.int32)
+                                   for v in range(variants)])
+        modes = [agent.act_mode] + [fn for _, fn in agent.mode_variants]
 
-        def one(task, is_stochastic, k):
+        def one(task, is_stochastic, variant, k):
             k_reset, k_roll = jax.random.split(k)
 
             def body(carry, _):
                 env, policy, kk = carry
                 kk, k_act = jax.random.split(kk)
                 sampled, act_info, p_sampled = agent.act(state, policy, env.obs, k_act)
-                mode, p_mode = agent.act_mode(state, policy, env.obs)
+                mode, p_mode = (jax.lax.switch(variant, modes, state, policy, env.obs)
+                                if variants else agent.act_mode(state, policy, env.obs))
                 action, policy = jax.tree.map(lambda a, b: jnp.where(is_stochastic, a, b),
                                               (sampled, p_sampled), (mode, p_mode))
                 record = agent.evaluate(state, env.obs, action)
@@ -199,14 +212,23 @@ def make_rl_train(spec: RLSpec, agent: Agent, seq: EnvTaskSequence,
         # lax.map, not vmap: a task-batched System would compile a second variant of the
         # physics; sequential rollouts reuse the training step's.
         out, distance = jax.lax.map(lambda x: one(*x),
-                                    (tasks, stochastic, jax.random.split(key, num_tasks + 1)))
-        returns = jax.vmap(rl_metrics.episode_return)(out.reward[:-1], out.done[:-1])
-        per_task = {"eval_return": jnp.mean(returns, axis=-1)}
-        if goals is not None:
-            reached = jax.vmap(lambda d, done: rl_metrics.goal_reaching(
-                d, done, goals.threshold))(distance[:-1], out.done[:-1])
-            per_task.update({f"eval_{name}": jnp.mean(v, axis=-1) for name, v in reached.items()})
-        return per_task, jax.tree.map(lambda a: a[-1], out)
+                                    (tasks, stochastic, which, jax.random.split(key, count)))
+
+        def per_task(rows, suffix=""):
+            returns = jax.vmap(rl_metrics.episode_return)(out.reward[rows], out.done[rows])
+            logs = {f"eval_return{suffix}": jnp.mean(returns, axis=-1)}
+            if goals is not None:
+                reached = jax.vmap(lambda d, done: rl_metrics.goal_reaching(
+                    d, done, goals.threshold))(distance[rows], out.done[rows])
+                logs.update({f"eval_{name}{suffix}": jnp.mean(v, axis=-1)
+                             for name, v in reached.items()})
+            return logs
+
+        logs = per_task(slice(0, num_tasks))
+        for v, (suffix, _) in enumerate(agent.mode_variants):
+            start = (v + 1) * num_tasks + 1
+            logs.update(per_task(slice(start, start + num_tasks), f"_{suffix}"))
+        return logs, jax.tree.map(lambda a: a[num_tasks], out)
 
     def probe_obs(carry: RLCarry, key):
         """Diagnostics probe batch: stored observations (the envs' current ones while empty)."""

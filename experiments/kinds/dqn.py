@@ -21,6 +21,7 @@ from experiments.config import ConfigError, option, shared
 from experiments.experiment import Experiment, Kind, hparams_of, run_table
 from experiments.kinds import rl
 from metrics import hooks
+from plasticity.networks import ITERATIVE_NETWORKS
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,9 @@ class DQNConfig(rl.RLConfigBase):
                       "al. 2017) from a trajectory replay, as SAC's: future or final; the "
                       "relabelled reward is the env's (lightsout: success − lights_penalty, "
                       "the episode ending on success)", ("none",) + HER_STRATEGIES)
+    think_sweep: tuple = option((), "think network: more test-time step counts evaluated at "
+                                "every log point beside --eval-think-steps, logged per task as "
+                                "eval_success_think<M> (e.g. 1,5,10,20)")
     her_relabel: float = option(0.8, "share of a HER batch whose goal is relabelled (HER's "
                                 "k = 4)")
 
@@ -81,6 +85,11 @@ class DQNConfig(rl.RLConfigBase):
         if self.regularizer == "ewc":
             raise ConfigError("regularizer: 'ewc' is the supervised EWC; DQN has no Fisher "
                               "consolidation, choose another regularizer")
+        if self.think_sweep and self.network not in ITERATIVE_NETWORKS:
+            raise ConfigError(f"think_sweep applies to iterative networks "
+                              f"({', '.join(ITERATIVE_NETWORKS)}), not {self.network!r}")
+        if any(m < 1 for m in self.think_sweep):
+            raise ConfigError(f"think_sweep: step counts must be >= 1, got {self.think_sweep}")
         if self.her != "none":
             rl.check_her(self, f"her: {self.env} is not goal-conditioned; use --her none (goal-conditioned discrete "
                                  f"env: lightsout)")
@@ -153,7 +162,8 @@ def build(cfg: DQNConfig) -> Experiment:
                        val_capacity=max(cfg.replay_capacity // max(cfg.val_every, 1), 1)),
             seq.observation_size, seq.action_size)
     agent = make_dqn_agent(dqn, memory,
-                           cfg.q_bias_keep or max(1, round(0.35 * spec.eval_length)), val_batch)
+                           cfg.q_bias_keep or max(1, round(0.35 * spec.eval_length)), val_batch,
+                           think_sweep=tuple(int(m) for m in cfg.think_sweep))
     reset = make_reset(InterventionSpec(cfg.reset, cfg.reset_every, cfg.reset_last_k), dqn,
                        layer_orders(dqn, seq.observation_size))
     train = make_rl_train(spec, agent, seq,

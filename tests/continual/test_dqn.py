@@ -215,6 +215,7 @@ def test_huber_is_optax_with_delta_one():
     (dict(epsilon_end=1.5), ["epsilon_end must lie in [0, 1]"]),
     (dict(eval_think_steps=9), ["eval_think_steps applies to iterative networks"]),
     (dict(her_relabel=2.0), ["her_relabel must lie in [0, 1]"]),
+    (dict(think_sweep=(5,)), ["think_sweep applies to iterative networks"]),
     (dict(target_period=0), ["target_period must be >= 1"]),
     (dict(replay_sampling="reward"), ["her: its trajectory replay is a FIFO ring"]),
 ])
@@ -236,9 +237,13 @@ def test_presets_validate_and_think_is_wired():
 def test_lightsout_dqn_runs_and_summarises_the_untrained_held_out_goals():
     from experiments import experiment, registry
     cfg = from_preset("lightsout-think", env_steps_per_task=640, log_every=320, seeds=2,
-                      min_replay=256, eval_envs=16, metrics="dormant,srank")
+                      min_replay=256, eval_envs=16, metrics="dormant,srank",
+                      think_sweep=(1, 8))
     table, summary, _ = experiment.run(registry.build(cfg), progress=False)
-    assert {"eval_success", "critic_loss", "q_bias", "td_error_train"} <= set(table["metric"])
+    assert {"eval_success", "critic_loss", "q_bias", "td_error_train", "eval_success_think1",
+            "eval_success_think8"} <= set(table["metric"])
+    swept = table[table["metric"] == "eval_success_think8"]
+    assert sorted(swept["eval_task"].unique()) == [0, 1] and swept["value"].between(0, 1).all()
     assert sorted(table.loc[table["metric"] == "eval_success", "eval_task"].unique()) == [0, 1]
     assert "untrained_end" in summary and np.isfinite(summary["success_avg"]).all()
     assert any(str(v).startswith("critic/") for v in table["layer"].dropna().unique())

@@ -4,6 +4,7 @@ cores): one compiled program for the whole task sequence, task switches without 
 implicit host transfer, return matrix and RL diagnostics in the logs. Tiny sizes (the
 ``rl_tiny`` preset overrides): compilation dominates."""
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -87,3 +88,24 @@ def test_a_new_task_sequence_of_the_same_shape_reuses_the_compilation(compiled):
         logs0, _ = execute(exp.train, keys, exp.hparams, (), other, exp.schedule, mode="sweep")
     assert len(compiled_fns(exp.train, "sweep")) == 1
     assert np.all(np.isfinite(logs0["eval_return"]))
+
+
+def test_mode_variants_are_evaluated_on_every_task_with_their_own_policy():
+    """Each of an agent's ``mode_variants`` plays every task (``eval_return_<suffix>``): a
+    variant that always moves right returns more than one that moves left where the target is
+    right of the start range's centre, and less where it is left."""
+    from continual.agents import memoryless
+    from toy_rl import random_agent
+
+    seq = reach_sequence([0.8, -0.8])
+    agent = random_agent(seq.observation_size, seq.action_size, 2)
+    push = lambda sign: memoryless(None, lambda s, obs: jnp.full((obs.shape[0], 1), sign))[1]  # noqa: E731
+    agent = agent._replace(mode_variants=(("right", push(1.0)), ("left", push(-1.0))))
+    spec = RLSpec(num_envs=2, steps_per_task=4, log_every=4, episode_length=4, eval_envs=64,
+                  eval_length=10, probe_examples=2)
+    logs0, _ = execute(make_rl_train(spec, agent, seq), run_keys([0]),
+                       hparams_of(pd.DataFrame({"seed": [0]})), (), seq.params,
+                       parse("order:0", 2, 1), mode="sweep")
+    right, left = logs0["eval_return_right"][0], logs0["eval_return_left"][0]
+    assert right.shape == left.shape == logs0["eval_return"][0].shape == (2,)
+    assert right[0] > left[0] + 1.0 and left[1] > right[1] + 1.0, (right, left)
