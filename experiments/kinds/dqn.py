@@ -92,7 +92,7 @@ class DQNConfig(rl.RLConfigBase):
             raise ConfigError(f"think_sweep: step counts must be >= 1, got {self.think_sweep}")
         if self.her != "none":
             rl.check_her(self, f"her: {self.env} is not goal-conditioned; use --her none (goal-conditioned discrete "
-                                 f"env: lightsout)")
+                                 f"envs: lightsout, boxes)")
 
     @property
     def epsilon_decay_updates(self) -> int:
@@ -110,6 +110,16 @@ _LIGHTS = dict(env="lightsout", lights_tasks=("3x3:train", "3x3:eval"), schedule
                replay_capacity=96_000, min_replay=2_048, her="future", discount=0.9,
                epsilon_decay_steps=32_000, eval_envs=128, probe_examples=128, seeds=3)
 
+# Box moving 4×4, one box (Bortkiewicz et al. 2025's exact stitching regime): train on trips
+# between adjacent quarters (task 0, the agent confined to them), evaluate on diagonal ones
+# (task 1, never trained: two trained legs chained).
+_BOXES = dict(env="boxes", box_tasks=("exact:train", "exact:test"), box_size=4, boxes=1,
+              schedule="order:0", episode_length=32, eval_length=32, num_envs=32,
+              env_steps_per_task=128_000, log_every=12_800, updates_per_step=2, batch_size=256,
+              learning_rate=(1e-3,), replay_capacity=128_000, min_replay=2_048, her="future",
+              discount=0.95, epsilon_decay_steps=48_000, eval_envs=128, probe_examples=128,
+              seeds=3)
+
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "lightsout-dqn": (
         "CPU-sized test-time-compute baseline: goal-conditioned double DQN + HER (future) on "
@@ -122,6 +132,14 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         "lightsout-dqn with Ghugare et al.'s iterative network: one weight-tied gated cell of "
         "width 64 applied 5 times (--eval-think-steps N evaluates the same parameters at N)",
         dict(_LIGHTS, network="think", hidden=(64,), think_steps=5),
+    ),
+    "boxes-dqn": (
+        "CPU-sized stitching test (TD): goal-conditioned double DQN + HER (future) on box "
+        "moving 4×4 with one box, trained on trips between adjacent quarters (task 0, the "
+        "agent confined to them), evaluated also on diagonal trips (task 1, never trained: "
+        "two trained legs chained); 32-step episodes, 32 envs, 128k env steps, MLP 256-256, "
+        "3 seeds",
+        dict(_BOXES, network="mlp", hidden=(256, 256)),
     ),
 }
 
@@ -147,13 +165,14 @@ def build(cfg: DQNConfig) -> Experiment:
     val_batch = None
     if cfg.her != "none":
         lights = cfg.env == "lightsout"
+        # Lights Out and box moving end an episode on success: a relabelled goal's too.
         memory = goal_rewards(
             make_her_memory(TrajectorySpec(capacity=cfg.replay_capacity // cfg.num_envs,
                                            batch_size=cfg.batch_size,
                                            min_steps=math.ceil(cfg.min_replay / cfg.num_envs)),
                             seq.goals, cfg.num_envs, seq.action_size, cfg.her, cfg.her_relabel),
             step_penalty=seq.env.step_penalty if lights else 0.0,
-            terminal_on_success=lights)
+            terminal_on_success=cfg.env in ("lightsout", "boxes"))
     else:
         memory, val_batch = transition_memory(
             ReplaySpec(batch_size=cfg.batch_size, capacity=cfg.replay_capacity,

@@ -16,7 +16,7 @@ from continual.agents import RLSpec
 from continual.interventions import RESETS
 from experiments.config import ConfigBase, ConfigError, option, shared
 from tasks.envs import brax as brax_envs
-from tasks.envs import brax_goals, brax_stages, grid, lights_out, pointmaze
+from tasks.envs import box_moving, brax_goals, brax_stages, grid, lights_out, pointmaze
 from tasks.envs import playground as dmc
 
 # Environments by source: Brax's (objective, physics and — for the Ant — goal families) and the
@@ -27,15 +27,17 @@ from tasks.envs import playground as dmc
 # ``dmc``: MuJoCo Playground's DM Control Suite (its tasks are DMC task names, --dmc-tasks).
 # ``lightsout``: goal-conditioned Lights Out (tasks.envs.lights_out; its tasks are board sizes
 # and press ranges, --lights-tasks), one discrete action per cell.
+# ``boxes``: goal-conditioned box moving (tasks.envs.box_moving; its tasks are the stitching
+# regimes, --box-tasks), six discrete actions.
 ENVS = tuple(brax_envs.ENVS) + tuple(brax_envs.GOAL_ENVS) + ("pointmaze", "grid", "dmc",
-                                                            "lightsout")
-DISCRETE_ENVS = ("grid", "lightsout")  # discrete actions (a one-hot per step)
+                                                            "lightsout", "boxes")
+DISCRETE_ENVS = ("grid", "lightsout", "boxes")  # discrete actions (a one-hot per step)
 # ``stages``: the multi-stage Reacher (tasks.envs.brax_stages), tasks = the stage episodes
 # start in (pre-train on the later stages, fine-tune from the first).
 FAMILIES = tuple(brax_envs.FAMILIES) + ("goals", "maze", "stages")
 FAMILY_ENVS = {"goals": ("ant", "reacher"), "maze": ("ant",), "stages": ("reacher",)}
-GOAL_CONDITIONED = ("pointmaze, reacher with --family goals, or ant with --family goals or "
-                    "maze")
+GOAL_CONDITIONED = ("pointmaze, lightsout, boxes, reacher with --family goals, or ant with "
+                    "--family goals or maze")
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,9 @@ class RLConfigBase(ConfigBase):
     # What to train on.
     env: str = option("halfcheetah", "environment: a Brax one (reacher: with --family goals "
                       "or stages), the goal-conditioned pointmaze (pure "
-                      "JAX, fast on a CPU), grid, or dmc (MuJoCo Playground's DM Control "
-                      "Suite: --dmc-tasks)", ENVS)
+                      "JAX, fast on a CPU), grid, lightsout and boxes (pure-JAX discrete goal "
+                      "tasks), or dmc (MuJoCo Playground's DM Control Suite: --dmc-tasks)",
+                      ENVS)
     family: str = option("objectives", "Brax envs: how tasks differ: objective (run "
                          "direction, target velocity), physics (gravity, friction, mass, "
                          "actuator scales), goals (ant, reacher: goal-conditioned, one goal region per "
@@ -86,6 +89,16 @@ class RLConfigBase(ConfigBase):
     lights_penalty: float = option(lights_out.STEP_PENALTY, "lightsout: reward per step is "
                                    "success − this (the paper's 0.1; 0 makes it the goal "
                                    "space's success signal, as relabelling computes it)")
+    box_tasks: tuple = option(("exact:train", "exact:test"), "boxes: one task per entry, "
+                              "the stitching regimes of Bortkiewicz et al. 2025: exact:train "
+                              "(boxes start in a quarter, targets in an adjacent one, the agent "
+                              "confined to the two), exact:test (diagonal quarters: two trained "
+                              "legs chained), exact:Q1-Q2 (one pair, e.g. exact:nw-ne), "
+                              "generalised:K (anywhere, K boxes already on target), "
+                              "generalised:test (K = 0) or any (train only the first task with "
+                              "--schedule order:0)")
+    box_size: int = option(4, "boxes: board side (even; the paper's 4–6)")
+    boxes: int = option(1, "boxes: boxes per episode (the paper's 1–4)")
     mazes: tuple = option(("u_maze",), "pointmaze and the ant maze family: one maze layout "
                           "per task (the same size "
                           "each): " + ", ".join(pointmaze.MAZES))
@@ -137,6 +150,8 @@ class RLConfigBase(ConfigBase):
             return len(self.grids)
         if self.env == "lightsout":
             return len(self.lights_tasks)
+        if self.env == "boxes":
+            return len(self.box_tasks)
         if self.family == "stages":
             return len(self.stage_starts)
         if self.env == "pointmaze":
@@ -154,7 +169,8 @@ class RLConfigBase(ConfigBase):
     @property
     def goal_conditioned(self) -> bool:
         """Observation = state ‖ goal, success metrics logged (:class:`tasks.envs.GoalSpace`)."""
-        return self.env in ("pointmaze", "lightsout") or self.family in ("goals", "maze")
+        return (self.env in ("pointmaze", "lightsout", "boxes")
+                or self.family in ("goals", "maze"))
 
     @property
     def discrete_env(self) -> bool:
@@ -180,6 +196,8 @@ class RLConfigBase(ConfigBase):
         dmc_tasks = ", ".join(self.dmc_tasks)
         tasks = ("grids " + ", ".join(self.grids) if self.env == "grid"
                  else "boards " + ", ".join(self.lights_tasks) if self.env == "lightsout"
+                 else (f"{self.box_size}x{self.box_size} boards, {self.boxes} boxes, "
+                       + ", ".join(self.box_tasks)) if self.env == "boxes"
                  else (f"{dmc_tasks} dynamics" if self.family == "dynamics"
                        else f"tasks {dmc_tasks}") if self.env == "dmc"
                  else "mazes " + ", ".join(self.mazes)
@@ -216,6 +234,8 @@ class RLConfigBase(ConfigBase):
                                   f"valid: {', '.join(grid.GRIDS)}")
         if self.env == "lightsout":
             self._check_lights_out()
+        if self.env == "boxes":
+            self._check_boxes()
         if self.env == "dmc":
             self._check_dmc()
         if self.env == "pointmaze" or self.family == "maze":
@@ -280,6 +300,24 @@ class RLConfigBase(ConfigBase):
         if self.family != "objectives":
             raise ConfigError(f"family: lightsout's tasks are --lights-tasks, not a family; "
                               f"leave family at objectives, got {self.family}")
+
+    def _check_boxes(self) -> None:
+        if not self.discrete_actions:
+            raise ConfigError(f"env: boxes has discrete actions (moves, pick up, put down), "
+                              f"which the {self.kind} agent does not take; it needs a kind "
+                              f"with a discrete policy")
+        if not self.box_tasks:
+            raise ConfigError("box_tasks needs at least one task, e.g. exact:train,exact:test")
+        for spec in self.box_tasks:
+            try:
+                box_moving.parse_task(spec, self.box_size, self.boxes)
+            except ValueError as e:
+                raise ConfigError(f"box_tasks: {e}") from None
+        if self.dense_reward:
+            raise ConfigError("dense_reward: boxes has only its sparse success reward")
+        if self.family != "objectives":
+            raise ConfigError(f"family: boxes' tasks are --box-tasks, not a family; leave "
+                              f"family at objectives, got {self.family}")
 
     def _check_stages(self) -> None:
         limit = len(brax_stages.TARGETS)
@@ -348,6 +386,9 @@ def env_sequence(cfg: RLConfigBase) -> brax_envs.EnvTaskSequence:
         return grid.grid_sequence(cfg.grids)
     if cfg.env == "lightsout":
         return lights_out.lights_out_sequence(cfg.lights_tasks, step_penalty=cfg.lights_penalty)
+    if cfg.env == "boxes":
+        return box_moving.box_moving_sequence(cfg.box_tasks, size=cfg.box_size,
+                                              boxes=cfg.boxes)
     if cfg.env == "pointmaze":
         return pointmaze.maze_sequence(cfg.mazes, dense=cfg.dense_reward)
     scales = {n: (getattr(cfg, n) or None) for n in ("gravity", "friction", "mass", "actuator")}

@@ -75,3 +75,13 @@ class EnvTaskSequence(NamedTuple):
     # state of the current visit (Brax's AutoResetWrapper convention, the default: a physics
     # reset costs a simulator initialisation per step).
     fresh_resets: bool = False
+
+
+def distinct_rank(scores: jax.Array) -> jax.Array:
+    """``[C]`` → each entry's rank (0 = smallest; ties broken by index): the cells whose rank
+    is below ``k`` are the ``k`` smallest, a uniform draw of ``k`` distinct cells for iid
+    scores. ``C²`` comparisons, cheaper than two sorts for board-sized ``C``."""
+    index = jnp.arange(scores.shape[0])
+    before = (scores[None, :] < scores[:, None]) | ((scores[None, :] == scores[:, None])
+                                                   & (index[None, :] < index[:, None]))
+    return jnp.sum(before, axis=1)

@@ -37,7 +37,7 @@ from typing import NamedTuple, Sequence
 import jax
 import jax.numpy as jnp
 
-from tasks.envs.base import EnvTaskSequence, GoalSpace
+from tasks.envs.base import EnvTaskSequence, GoalSpace, distinct_rank
 
 STEP_PENALTY = 0.1     # REFERENCE §13: reward = success − 0.1 per step
 EPISODE_LENGTH = 6     # the paper's time limit (applied by the loop: --episode-length)
@@ -151,15 +151,18 @@ def goal_of(task: LightsOutTask, board: jax.Array, presses: jax.Array,
 
 def _reset(task: LightsOutTask, key: jax.Array, shape: tuple[int, int]) -> State:
     task = jax.tree.map(jnp.asarray, task)
-    k_board, k_count, k_cells = jax.random.split(key, 3)
     active = active_cells(task, shape)
-    board = (jax.random.bernoulli(k_board, 0.5, active.shape) & active).astype(jnp.float32)
+    cells = active.shape[0]
+    # One draw of 2·cells + 1 uniforms (the loop resets every env at every step where puzzles
+    # are fresh, so the reset's cost is the env's: one random call, no sort).
+    u = jax.random.uniform(key, (2 * cells + 1,))
+    board = ((u[:cells] < 0.5) & active).astype(jnp.float32)
     span = task.high - task.low + 1
-    k = jnp.minimum(task.low + jnp.floor(jax.random.uniform(k_count) * span).astype(jnp.int32),
-                    task.high)
-    # k distinct cells of the board uniformly: the k smallest of iid scores (padding last).
-    scores = jnp.where(active, jax.random.uniform(k_cells, active.shape), 2.0)
-    presses = (jnp.argsort(jnp.argsort(scores)) < k).astype(jnp.float32)
+    k = jnp.minimum(task.low + jnp.floor(u[-1] * span).astype(jnp.int32), task.high)
+    # k distinct cells of the board uniformly: the k smallest of iid scores (padding last),
+    # each cell's rank counted by comparisons.
+    presses = (distinct_rank(jnp.where(active, u[cells:2 * cells], 2.0)) < k).astype(
+        jnp.float32)
     goal = goal_of(task, board, presses, shape)
     return State(jnp.concatenate([board, goal]), jnp.zeros(()), jnp.zeros(()), presses)
 

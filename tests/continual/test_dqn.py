@@ -216,6 +216,8 @@ def test_huber_is_optax_with_delta_one():
     (dict(eval_think_steps=9), ["eval_think_steps applies to iterative networks"]),
     (dict(her_relabel=2.0), ["her_relabel must lie in [0, 1]"]),
     (dict(think_sweep=(5,)), ["think_sweep applies to iterative networks"]),
+    (dict(env="boxes", box_tasks=("exact:nw-nw",)), ["box_tasks:", "two different quarters"]),
+    (dict(env="boxes", box_tasks=("exact:train",), boxes=5), ["do not fit a quarter"]),
     (dict(target_period=0), ["target_period must be >= 1"]),
     (dict(replay_sampling="reward"), ["her: its trajectory replay is a FIFO ring"]),
 ])
@@ -231,6 +233,10 @@ def test_presets_validate_and_think_is_wired():
     cfg = from_preset("lightsout-think", eval_think_steps=20)
     assert cfg.network == "think" and cfg.hidden == (64,) and cfg.think_steps == 5
     assert from_preset("lightsout-dqn", env="grid", her="none").discrete_env
+    boxes = from_preset("boxes-dqn")
+    assert boxes.goal_conditioned and boxes.discrete_env and boxes.num_tasks == 2
+    with pytest.raises(ConfigError, match="env: boxes has discrete actions"):
+        from_preset("cheetah-quick", env="boxes")
 
 
 @pytest.mark.slow  # one compile of the whole loop (~30 s)
