@@ -34,14 +34,10 @@ NETWORKS = {  # name -> config overrides (the preset's MLP is 256-256)
 }
 
 
-def iqm_ci(x: np.ndarray, rng, n_boot: int = 2000) -> tuple[float, float, float]:
-    """Interquartile mean (25% trimmed both sides) and its 95% bootstrap interval over seeds."""
-    def iqm(v):
-        v = np.sort(v, axis=-1)
-        k = int(np.floor(0.25 * v.shape[-1]))
-        return v[..., k:v.shape[-1] - k].mean(-1)
-    boots = iqm(x[rng.integers(0, len(x), (n_boot, len(x)))])
-    return float(iqm(x)), float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))
+def iqm_ci(x: np.ndarray) -> tuple[float, float, float]:
+    """Interquartile mean over seeds and its 95% bootstrap interval."""
+    from metrics.continual import bootstrap_ci
+    return tuple(float(v) for v in bootstrap_ci(x, statistic="iqm"))
 
 
 def train_final(cfg):
@@ -116,7 +112,6 @@ def main(argv=None) -> int:
 
     from experiments import registry
 
-    rng = np.random.default_rng(0)
     think_eval = [int(s) for s in args.think_eval.split(",")]
     rows, curves = [], {}
     length = 6
@@ -153,7 +148,7 @@ def main(argv=None) -> int:
             for t in (0, 1)}
 
     def cell(x):
-        m, lo, hi = iqm_ci(x, rng)
+        m, lo, hi = iqm_ci(x)
         return f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
 
     print(f"\nLights Out 3×3, goal-conditioned double DQN + HER, {args.seeds} seeds × "
@@ -179,11 +174,11 @@ def main(argv=None) -> int:
         think = [r for r in rows if r["kind"] == "think"]
         if think:
             xs = [r["steps"] for r in think]
-            stats = np.array([iqm_ci(r[split], rng) for r in think])
+            stats = np.array([iqm_ci(r[split]) for r in think])
             ax.plot(xs, stats[:, 0], "o-", color="C2", label="think (trained at 5 steps)")
             ax.fill_between(xs, stats[:, 1], stats[:, 2], color="C2", alpha=0.2)
         for i, r in enumerate(r for r in rows if r["kind"] != "think"):
-            m, lo, hi = iqm_ci(r[split], rng)
+            m, lo, hi = iqm_ci(r[split])
             ax.axhline(m, color=f"C{i}", ls="--", label=f"{r['net']} ({r['params']:,} params)")
             ax.axhspan(lo, hi, color=f"C{i}", alpha=0.1)
         ax.axhline(rand[0 if split == "train" else 1], color="grey", ls=":", label="random")

@@ -35,7 +35,8 @@ probability ε the action is uniform over all ``A`` (the greedy one included) an
 the chosen action's log-probability under that policy. ``act_mode`` is ``argmax_a f(s, a, g)``.
 Why ε-greedy rather than the paper's softmax over the critic with a tuned temperature: it is the
 TD agent's exploration exactly, so a TD-versus-MC comparison differs in the critic only (and has
-no temperature to tune per critic, whose logit scales differ). Diagnostics and resets then see
+no temperature to tune, whose right value would depend on each critic's scale of values).
+Diagnostics and resets then see
 two networks, ``phi`` and ``psi``; the update logs ``critic_loss``, the critic's statistics and
 ``epsilon``.
 """
@@ -50,6 +51,7 @@ import optax
 
 from continual.agents import contrastive, policy
 from continual.agents.base import Agent, Memory, memoryless
+from continual.agents.exploration import epsilon_greedy, epsilon_schedule
 from continual.agents.optim import net_optimizer, scalar_adam, temperature_step
 from continual.agents.trajectory import GoalBatch
 from continual.classifier import TrainState
@@ -108,31 +110,6 @@ class CRLState(NamedTuple):
     log_alpha: Any              # the temperature; () in the discrete mode
     alpha_opt_state: Any
     step: jax.Array             # gradient updates so far (discrete: the ε schedule)
-
-
-def epsilon_schedule(updates: jax.Array, start: float, end: float, decay: int) -> jax.Array:
-    """ε after ``updates`` gradient updates: linear from ``start`` to ``end`` over ``decay``
-    updates, then ``end`` (``decay`` 0: ``end`` throughout) — DQN's schedule
-    (:mod:`continual.agents.dqn`, whose ``epsilon`` this mirrors)."""
-    if decay == 0:
-        return jnp.asarray(end, jnp.float32)
-    frac = jnp.clip(jnp.asarray(updates).astype(jnp.float32) / decay, 0.0, 1.0)
-    return start + frac * (end - start)
-
-
-def epsilon_greedy(values: jax.Array, eps: jax.Array, key: jax.Array) -> tuple[jax.Array,
-                                                                               jax.Array]:
-    """One-hot ε-greedy actions ``[B, A]`` on action values ``[B, A]`` and their
-    log-probabilities ``[B]``: with probability ε uniform over all ``A`` actions (the greedy one
-    included), as DQN's ``act``."""
-    k_explore, k_action = jax.random.split(key)
-    n = values.shape[-1]
-    best = jnp.argmax(values, axis=-1)
-    explore = jax.random.uniform(k_explore, best.shape) < eps
-    uniform = jax.random.randint(k_action, best.shape, 0, n)
-    index = jnp.where(explore, uniform, best)
-    p = jnp.where(index == best, 1.0 - eps + eps / n, eps / n)
-    return jax.nn.one_hot(index, n), jnp.log(p)
 
 
 class CRL(NamedTuple):

@@ -56,6 +56,7 @@ import optax
 
 from continual import replay
 from continual.agents.base import Agent, Memory, Rollout, memoryless
+from continual.agents.exploration import epsilon_greedy, epsilon_schedule
 from continual.agents.optim import net_optimizer
 from continual.agents.sac import SAC, ReplaySpec, Transition, make_sac_agent
 from continual.classifier import TrainState
@@ -154,10 +155,8 @@ def make_dqn(spec: DQNSpec, observation_size: int, action_size: int, *,
         return net.apply(params, obs, steps) if iterative else net.apply(params, obs)
 
     def epsilon(updates):
-        if spec.epsilon_decay == 0:
-            return jnp.asarray(spec.epsilon_end, jnp.float32)
-        frac = jnp.clip(updates.astype(jnp.float32) / spec.epsilon_decay, 0.0, 1.0)
-        return spec.epsilon_start + frac * (spec.epsilon_end - spec.epsilon_start)
+        return epsilon_schedule(updates, spec.epsilon_start, spec.epsilon_end,
+                                spec.epsilon_decay)
 
     def init(key, hparams: HParams) -> DQNState:
         q = opt.init(net, key, hparams)
@@ -210,14 +209,7 @@ def make_dqn(spec: DQNSpec, observation_size: int, action_size: int, *,
         return jax.nn.one_hot(jnp.argmax(q, axis=-1), action_size)
 
     def act(state: DQNState, obs, key):
-        k_explore, k_action = jax.random.split(key)
-        eps = epsilon(state.step)
-        best = jnp.argmax(q_values(state, obs), axis=-1)
-        explore = jax.random.uniform(k_explore, best.shape) < eps
-        uniform = jax.random.randint(k_action, best.shape, 0, action_size)
-        index = jnp.where(explore, uniform, best)
-        p = jnp.where(index == best, 1.0 - eps + eps / action_size, eps / action_size)
-        return jax.nn.one_hot(index, action_size), jnp.log(p)
+        return epsilon_greedy(q_values(state, obs), epsilon(state.step), key)
 
     def act_mode(state: DQNState, obs):
         return greedy(state, obs)
@@ -339,8 +331,10 @@ def make_dqn_agent(dqn: DQN, memory: Memory, q_bias_keep: int = 1_000,
         return {"q": jnp.sum(q * action, axis=-1)}
 
     act, act_mode = memoryless(dqn.act, dqn.act_mode)
-    variants = tuple((f"think{m}", memoryless(dqn.act, lambda s, obs, m=m: dqn.greedy(s, obs, m))[1])
-                     for m in think_sweep)
+    def greedy_at(steps):
+        return memoryless(dqn.act, lambda state, obs: dqn.greedy(state, obs, steps))[1]
+
+    variants = tuple((f"think{m}", greedy_at(m)) for m in think_sweep)
     return Agent(init=dqn.init, act=act, act_mode=act_mode, update=dqn.update, memory=memory,
                  evaluate=evaluate, measure=measure,
                  features=lambda state, obs: {"critic": (state.q, dqn.features(state, obs))},

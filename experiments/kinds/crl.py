@@ -1,6 +1,11 @@
 """The CRL learner kind: contrastive goal-conditioned RL (Eysenbach et al. 2022; JaxGCRL,
 Bortkiewicz et al. 2024) on goal-conditioned task sequences — maze layouts and goal regions — with
-trajectory replay and future-goal relabelling (:mod:`continual.agents.crl`)."""
+trajectory replay and future-goal relabelling (:mod:`continual.agents.crl`).
+
+On discrete envs (``cfg.discrete_env``: Lights Out, …) CRL is policy-free: no actor, ε-greedy
+over the critic ``f(s, a, g)`` of every one-hot action with the DQN kind's ε options and
+schedule — the Monte Carlo counterpart of the goal-conditioned DQN (TD) in Bortkiewicz et al.
+2025's stitching comparison (``lightsout-crl`` against ``lightsout-dqn``: the same envs)."""
 from __future__ import annotations
 
 import math
@@ -15,12 +20,17 @@ from continual.interventions import InterventionSpec
 from experiments.config import ConfigError, option, shared
 from experiments.experiment import Experiment, Kind, hparams_of, run_table
 from experiments.kinds import rl
+from experiments.kinds.dqn import BOXES, LIGHTS_OUT, DQNConfig
 from metrics import hooks
+
+# ε-greedy exploration of the discrete (policy-free) CRL: the DQN kind's options.
+EPSILON_OPTIONS = ("epsilon_start", "epsilon_end", "epsilon_decay_steps")
 
 
 @dataclass(frozen=True)
 class CRLConfig(rl.RLConfigBase):
     kind = "crl"
+    discrete_actions = True     # one-hot actions: policy-free and ε-greedy over the critic
 
     env: str = shared("env", "pointmaze", rl.RLConfigBase)
     activation: str = shared("activation", "swish")
@@ -34,6 +44,10 @@ class CRLConfig(rl.RLConfigBase):
                                       "keeps InfoNCE's logits bounded")
     repr_dim: int = option(64, "width of the embeddings φ(s, a) and ψ(g)")
     discount: float = option(0.99, "γ of the future-goal law P(Δ = k) ∝ γ^k")
+    # Discrete envs: ε-greedy over the critic (no actor), as the DQN kind's.
+    epsilon_start: float = shared("epsilon_start", 1.0, DQNConfig)
+    epsilon_end: float = shared("epsilon_end", 0.05, DQNConfig)
+    epsilon_decay_steps: int = shared("epsilon_decay_steps", 20_000, DQNConfig)
     # The trajectory memory.
     # The trajectory memory: each env keeps replay_capacity / num_envs steps (JaxGCRL: 10,000).
     replay_capacity: int = shared("replay_capacity", 160_000, rl.RLConfigBase)
@@ -52,9 +66,45 @@ class CRLConfig(rl.RLConfigBase):
         if self.replay_capacity < 2 * self.num_envs:
             raise ConfigError(f"replay_capacity ({self.replay_capacity}) must hold at least 2 "
                               f"steps per env ({2 * self.num_envs} with {self.num_envs} envs)")
+        for name in ("epsilon_start", "epsilon_end"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ConfigError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.epsilon_decay_steps < 0:
+            raise ConfigError(f"epsilon_decay_steps must be >= 0, got "
+                              f"{self.epsilon_decay_steps}")
+        if not self.discrete_env:
+            fields = type(self).__dataclass_fields__
+            changed = [n for n in EPSILON_OPTIONS if getattr(self, n) != fields[n].default]
+            if changed:
+                raise ConfigError(f"{changed[0]}: ε-greedy exploration is the discrete CRL's; "
+                                  f"{self.env} has continuous actions, which CRL samples from "
+                                  f"its actor: leave {', '.join(EPSILON_OPTIONS)} at their "
+                                  f"defaults")
+
+    @property
+    def epsilon_decay_updates(self) -> int:
+        """The decay in gradient updates (the agent counts updates), as the DQN kind's."""
+        per_step, every = self.update_schedule
+        return math.ceil(self.epsilon_decay_steps * per_step / (self.num_envs * every))
 
 
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
+    "lightsout-crl": (
+        "CPU-sized Monte Carlo counterpart of lightsout-dqn (TD): policy-free CRL with "
+        "ε-greedy actions over its critic on the same Lights Out 3×3 envs, goals, episodes, "
+        "replay, update ratio, discount (the goal law's γ = 0.9), ε schedule and 256-256 ReLU "
+        "networks (Bortkiewicz et al. 2025's stitching comparison)",
+        dict({k: v for k, v in LIGHTS_OUT.items() if k != "her"}, network="mlp",
+             hidden=(256, 256), activation="relu"),
+    ),
+    "boxes-crl": (
+        "CPU-sized stitching test (Monte Carlo): policy-free CRL with ε-greedy actions over its "
+        "critic on boxes-dqn's box moving (4×4, one box, trained on adjacent-quarter trips, "
+        "evaluated also on diagonal ones) with its replay, update ratio, γ, ε schedule and "
+        "256-256 ReLU networks",
+        dict({k: v for k, v in BOXES.items() if k != "her"}, network="mlp",
+             hidden=(256, 256), activation="relu"),
+    ),
     "maze-quick": (
         "CPU-sized goal-conditioned RL: CRL in the point-mass U-maze, sparse success reward, "
         "16 envs, 48k env steps, 4 updates per step of all envs (1 per 4 transitions), 64-64 "
@@ -119,8 +169,8 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def build(cfg: CRLConfig) -> Experiment:
-    """The goal-conditioned env sequence, the CRL agent with its trajectory memory and resets,
-    and the RL loop."""
+    """The goal-conditioned env sequence, the CRL agent (discrete envs: policy-free, ε-greedy)
+    with its trajectory memory and resets, and the RL loop."""
     cfg.validate()
     seq = rl.env_sequence(cfg)
     diagnostics = hooks.parse_metrics(cfg.metrics, tau=cfg.dormant_tau)
@@ -128,7 +178,9 @@ def build(cfg: CRLConfig) -> Experiment:
         CRLSpec(network=cfg.network, hidden=cfg.hidden, blocks=cfg.blocks,
                 activation=cfg.activation, layer_norm=cfg.layer_norm, optimizer=cfg.optimizer,
                 regularizer=cfg.regularizer, energy=cfg.energy, loss=cfg.contrastive_loss,
-                repr_dim=cfg.repr_dim, logsumexp_penalty=cfg.logsumexp_penalty),
+                repr_dim=cfg.repr_dim, logsumexp_penalty=cfg.logsumexp_penalty,
+                discrete=cfg.discrete_env, epsilon_start=cfg.epsilon_start,
+                epsilon_end=cfg.epsilon_end, epsilon_decay=cfg.epsilon_decay_updates),
         seq.goals, seq.action_size,
         optimizer_stats=hooks.optimizer_stats if diagnostics.optimization else None)
     memory = make_trajectory_memory(

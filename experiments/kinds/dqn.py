@@ -91,8 +91,8 @@ class DQNConfig(rl.RLConfigBase):
         if any(m < 1 for m in self.think_sweep):
             raise ConfigError(f"think_sweep: step counts must be >= 1, got {self.think_sweep}")
         if self.her != "none":
-            rl.check_her(self, f"her: {self.env} is not goal-conditioned; use --her none (goal-conditioned discrete "
-                                 f"envs: lightsout, boxes)")
+            rl.check_her(self, f"her: {self.env} is not goal-conditioned; use --her none "
+                               f"(goal-conditioned discrete envs: lightsout, boxes)")
 
     @property
     def epsilon_decay_updates(self) -> int:
@@ -104,7 +104,7 @@ class DQNConfig(rl.RLConfigBase):
 # Lights Out 3×3 (Ghugare et al. 2026): train on goals of 1–3 presses (task 0), evaluate on
 # the held-out 4–8 (task 1, never trained: --schedule order:0 → untrained_* summaries), 6-step
 # episodes, reward success − 0.1.
-_LIGHTS = dict(env="lightsout", lights_tasks=("3x3:train", "3x3:eval"), schedule="order:0",
+LIGHTS_OUT = dict(env="lightsout", lights_tasks=("3x3:train", "3x3:eval"), schedule="order:0",
                episode_length=6, eval_length=6, num_envs=32, env_steps_per_task=96_000,
                log_every=9_600, updates_per_step=2, batch_size=256, learning_rate=(1e-3,),
                replay_capacity=96_000, min_replay=2_048, her="future", discount=0.9,
@@ -113,7 +113,7 @@ _LIGHTS = dict(env="lightsout", lights_tasks=("3x3:train", "3x3:eval"), schedule
 # Box moving 4×4, one box (Bortkiewicz et al. 2025's exact stitching regime): train on trips
 # between adjacent quarters (task 0, the agent confined to them), evaluate on diagonal ones
 # (task 1, never trained: two trained legs chained).
-_BOXES = dict(env="boxes", box_tasks=("exact:train", "exact:test"), box_size=4, boxes=1,
+BOXES = dict(env="boxes", box_tasks=("exact:train", "exact:test"), box_size=4, boxes=1,
               schedule="order:0", episode_length=32, eval_length=32, num_envs=32,
               env_steps_per_task=128_000, log_every=12_800, updates_per_step=2, batch_size=256,
               learning_rate=(1e-3,), replay_capacity=128_000, min_replay=2_048, her="future",
@@ -126,12 +126,12 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         "Lights Out 3×3, trained on goals of 1–3 presses (task 0), evaluated also on the "
         "held-out 4–8 presses (task 1, never trained: untrained_* in the summary), 6-step "
         "episodes, 32 envs, 96k env steps, MLP 256-256, 3 seeds",
-        dict(_LIGHTS, network="mlp", hidden=(256, 256)),
+        dict(LIGHTS_OUT, network="mlp", hidden=(256, 256)),
     ),
     "lightsout-think": (
         "lightsout-dqn with Ghugare et al.'s iterative network: one weight-tied gated cell of "
         "width 64 applied 5 times (--eval-think-steps N evaluates the same parameters at N)",
-        dict(_LIGHTS, network="think", hidden=(64,), think_steps=5),
+        dict(LIGHTS_OUT, network="think", hidden=(64,), think_steps=5),
     ),
     "boxes-dqn": (
         "CPU-sized stitching test (TD): goal-conditioned double DQN + HER (future) on box "
@@ -139,7 +139,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         "agent confined to them), evaluated also on diagonal trips (task 1, never trained: "
         "two trained legs chained); 32-step episodes, 32 envs, 128k env steps, MLP 256-256, "
         "3 seeds",
-        dict(_BOXES, network="mlp", hidden=(256, 256)),
+        dict(BOXES, network="mlp", hidden=(256, 256)),
     ),
 }
 
