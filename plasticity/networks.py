@@ -33,8 +33,9 @@ Networks (:data:`ALL_NETWORKS`: the feed-forward :data:`NETWORKS` and the iterat
   any number of steps: ``apply(params, x, steps=M)`` (a static Python int; ``None``: the
   ``think_steps`` the network was built with) compiles once per step count. Features: ``embed``
   (x) and the gates ``forget`` (f) and ``input`` (i) of the *last* step, so every weight layer
-  has its entry as in the other networks; the cell is causal, so step s's values are the
-  features of ``apply(params, x, steps=s)``. ``activation`` (a stateless one), ``layer_norm``
+  has its entry as in the other networks, and ``step/<s>`` the residual stream h after step s
+  (s = 1 … steps: dormancy and feature rank per think step; no weights, so no reset layer);
+  the cell is causal, so step s's values are the features of ``apply(params, x, steps=s)``. ``activation`` (a stateless one), ``layer_norm``
   and ``blocks`` are ignored: the gates are σ and tanh and the layer norms are part of the cell.
   Like ``resmlp`` it is no feed-forward chain: ReDo's and continual backprop's outgoing-weight
   step does not apply (``forget`` and ``input`` both read [x, h]); full, head, last-k and
@@ -288,16 +289,21 @@ class Think(nnx.Module):
             f = jax.nn.sigmoid(self.forget(z))
             i = jnp.tanh(self.input(z))
             c = f * c + (1.0 - f) * i
-            return (c, h + jnp.tanh(c), f, i), None
+            h = h + jnp.tanh(c)
+            return (c, h, f, i), h
 
         carry = (zeros, zeros, zeros, zeros)
         if steps == 1:
             # One step is applied directly: a length-1 scan inside the compiled loop crashed
             # XLA's CPU backend here (jax 0.10.2, segmentation fault at run time).
             (_, h, f, i), _ = cell(carry, None)
+            states = h[None]
         else:
-            (_, h, f, i), _ = jax.lax.scan(cell, carry, length=steps)
-        return self.out(h), {"embed": x, "forget": f, "input": i}
+            (_, h, f, i), states = jax.lax.scan(cell, carry, length=steps)
+        # The residual stream after each step too (dormancy and rank per think step); these
+        # have no weights of their own, so resets and weight metrics skip them.
+        per_step = {f"step/{s + 1}": states[s] for s in range(steps)}
+        return self.out(h), {"embed": x, "forget": f, "input": i, **per_step}
 
 
 class Network(NamedTuple):
@@ -380,7 +386,8 @@ def layer_order(net: Network, input_shape: Sequence[int]) -> list[str]:
         return out
 
     jax.eval_shape(forward, params, x)
-    return [*order, "out"]
+    weighted = layer_params(params)   # features without weights (think's step/<s>) are no layer
+    return [*(name for name in order if name in weighted), "out"]
 
 
 def _path_names(path) -> list[str]:

@@ -32,14 +32,15 @@ def _numpy_think(p, x, steps):
     sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
     e = norm("embed_norm", dense("embed", x))
     c = h = np.zeros((x.shape[0], D))
-    gates = []
+    gates, states = [], []
     for _ in range(steps):
         z = norm("cell_norm", np.concatenate([e, h], axis=-1))
         f, i = sigmoid(dense("forget", z)), np.tanh(dense("input", z))
         c = f * c + (1 - f) * i
         h = h + np.tanh(c)
         gates.append((f, i))
-    return dense("out", h), e, gates
+        states.append(h)
+    return dense("out", h), e, gates, states
 
 
 def _random_params(net, seed=0):
@@ -61,12 +62,17 @@ def test_the_cell_matches_a_numpy_loop_of_its_equations():
     apply = jax.jit(net.apply, static_argnames="steps")
     for steps in (1, 3, 7):  # the built default (3), fewer and more
         out, features = apply(params, jnp.asarray(x), steps=None if steps == 3 else steps)
-        want, embed, gates = _numpy_think(ref, x.astype(np.float64), steps)
+        want, embed, gates, states = _numpy_think(ref, x.astype(np.float64), steps)
         np.testing.assert_allclose(out, want, rtol=2e-5, atol=2e-5)
         np.testing.assert_allclose(features["embed"], embed, rtol=2e-5, atol=2e-5)
         # Features: the gates of the last step (the cell is causal: step s = a run of s steps).
         np.testing.assert_allclose(features["forget"], gates[-1][0], rtol=2e-5, atol=2e-5)
         np.testing.assert_allclose(features["input"], gates[-1][1], rtol=2e-5, atol=2e-5)
+        # ... and the residual stream after every step (diagnostics per think step).
+        assert sorted(k for k in features if k.startswith("step/")) == sorted(
+            f"step/{s + 1}" for s in range(steps))
+        for s, h in enumerate(states):
+            np.testing.assert_allclose(features[f"step/{s + 1}"], h, rtol=2e-5, atol=2e-5)
 
 
 def test_parameters_do_not_depend_on_the_step_count():
@@ -115,7 +121,7 @@ def test_features_name_its_weight_layers_in_forward_order():
     params = jax.eval_shape(net.init, jax.random.key(0))
     _, features = jax.eval_shape(net.apply, params, jax.ShapeDtypeStruct((N, IN), jnp.float32))
     weight_layers = {n for n, p in layer_params(params).items() if "kernel" in p} - {"out"}
-    assert set(features) == weight_layers == {"embed", "forget", "input"}
+    assert set(features) - {"step/1", "step/2"} == weight_layers == {"embed", "forget", "input"}
     assert all(f.shape == (N, D) for f in features.values())
     assert layer_order(net, (IN,)) == ["embed", "forget", "input", "out"]
     assert "think" in ALL_NETWORKS and "think" in ITERATIVE_NETWORKS and "think" not in NETWORKS
