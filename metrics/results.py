@@ -364,8 +364,10 @@ def summarize_runs(df: pd.DataFrame) -> pd.DataFrame:
     Where some evaluated tasks are never trained (``--schedule order:0`` of two tasks), their
     mean performance at step 0 (``untrained_start``), at the end (``untrained_end``), the drop
     between them (``untrained_drop``) and from the start to the curve's minimum
-    (``untrained_drop_max``). Fine-tuning a pre-trained policy on task 0 while evaluating the
-    task it was pre-trained on makes these the forgetting of pre-trained capabilities
+    (``untrained_drop_max``), and ``generalisation_gap``: the final mean performance on the
+    trained tasks minus ``untrained_end`` (held-out goals: Lights Out's harder boards, box
+    moving's stitched trips). Fine-tuning a pre-trained policy on task 0 while evaluating the
+    task it was pre-trained on makes the first four the forgetting of pre-trained capabilities
     (Wołczyk et al. 2024)."""
     R, runs = r_matrix(df)
     tasks = visit_tasks(df)
@@ -393,6 +395,11 @@ def summarize_runs(df: pd.DataFrame) -> pd.DataFrame:
         table["untrained_drop"] = table["untrained_start"] - table["untrained_end"]
         table["untrained_drop_max"] = table["untrained_start"] - np.nanmean(
             np.nanmin(held, axis=1), axis=-1)
+        # The generalisation gap of held-out goals (Lights Out, box moving): the final
+        # performance on the trained tasks minus that on the never-trained ones.
+        trained = sorted(set(tasks.tolist()))
+        table["generalisation_gap"] = (np.nanmean(P[:, -1, trained], axis=-1)
+                                       - table["untrained_end"])
     table = table.join(divergence(df))
     # A diverged run's accuracies are not averaged into anything: blank them.
     metric_cols = [c for c in table.columns if c not in runs.columns and not c.startswith("diverged")]
@@ -408,7 +415,7 @@ SUMMARY_METRICS = ACCURACY.summary
 def summary_metrics(df: pd.DataFrame) -> tuple[str, ...]:
     extra = ()
     if performance_array(df)[0].shape[-1] > len(set(visit_tasks(df).tolist())):
-        extra = ("untrained_drop", "untrained_drop_max")
+        extra = ("untrained_drop", "untrained_drop_max", "generalisation_gap")
     return (readout(df).summary + tuple(f"{m}_forgetting" for m in matrix_metrics(df))
             + extra)
 

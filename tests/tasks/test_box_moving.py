@@ -261,6 +261,7 @@ def test_render_draws_the_board():
     assert M.render(state(["*...", "....", "....", "...."], 15), SIZE).endswith("...A")
 
 
+@pytest.mark.slow  # the loop's compile (~7 s); lightsout-crl's end-to-end test covers the path
 def test_the_rl_loop_runs_box_moving():
     s = M.box_moving_sequence(["exact:train", "exact:test"])
     spec = RLSpec(num_envs=2, steps_per_task=4, log_every=2, episode_length=5, eval_envs=2,
