@@ -36,7 +36,7 @@ REGIMES = {
 SIZES = {  # the critic (DQN's Q-network, CRL's φ and ψ)
     "small": dict(network="mlp", hidden=(64, 64)),
     "medium": dict(network="mlp", hidden=(256, 256)),
-    "big": dict(network="resmlp", hidden=(256,), blocks=2),
+    "big": dict(network="resmlp", hidden=(128,), blocks=2),   # 8 Dense layers + stem
 }
 METHODS = {"dqn": ("boxes-dqn", "TD (DQN)"), "crl": ("boxes-crl", "MC (CRL)")}
 
