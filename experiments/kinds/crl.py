@@ -88,22 +88,27 @@ class CRLConfig(rl.RLConfigBase):
         return math.ceil(self.epsilon_decay_steps * per_step / (self.num_envs * every))
 
 
+def _as_dqn(env: dict) -> dict:
+    """A DQN preset's env, replay, schedule and ε (its HER option aside: CRL relabels with
+    future goals always) with its 256-256 ReLU network: TD and MC on identical settings."""
+    return dict({k: v for k, v in env.items() if k != "her"}, network="mlp",
+                hidden=(256, 256), activation="relu")
+
+
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "lightsout-crl": (
         "CPU-sized Monte Carlo counterpart of lightsout-dqn (TD): policy-free CRL with "
         "ε-greedy actions over its critic on the same Lights Out 3×3 envs, goals, episodes, "
         "replay, update ratio, discount (the goal law's γ = 0.9), ε schedule and 256-256 ReLU "
         "networks (Bortkiewicz et al. 2025's stitching comparison)",
-        dict({k: v for k, v in LIGHTS_OUT.items() if k != "her"}, network="mlp",
-             hidden=(256, 256), activation="relu"),
+        _as_dqn(LIGHTS_OUT),
     ),
     "boxes-crl": (
         "CPU-sized stitching test (Monte Carlo): policy-free CRL with ε-greedy actions over its "
         "critic on boxes-dqn's box moving (4×4, one box, trained on adjacent-quarter trips, "
         "evaluated also on diagonal ones) with its replay, update ratio, γ, ε schedule and "
         "256-256 ReLU networks",
-        dict({k: v for k, v in BOXES.items() if k != "her"}, network="mlp",
-             hidden=(256, 256), activation="relu"),
+        _as_dqn(BOXES),
     ),
     "maze-quick": (
         "CPU-sized goal-conditioned RL: CRL in the point-mass U-maze, sparse success reward, "

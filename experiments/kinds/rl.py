@@ -280,44 +280,37 @@ class RLConfigBase(ConfigBase):
             raise ConfigError(f"env_steps_per_task ({self.env_steps_per_task}) must be a "
                               f"multiple of log_every ({self.log_every})")
 
-    def _check_lights_out(self) -> None:
+    def _check_task_specs(self, actions: str, field: str, example: str, parse) -> None:
+        """The checks the pure-JAX discrete goal envs (lightsout, boxes) share: a kind with a
+        discrete policy, task specs that ``parse``, the sparse reward, no family."""
         if not self.discrete_actions:
-            raise ConfigError(f"env: lightsout has discrete actions (one press per cell), "
-                              f"which the {self.kind} agent does not take; it needs a kind "
-                              f"with a discrete policy")
-        if not self.lights_tasks:
-            raise ConfigError("lights_tasks needs at least one task, e.g. 3x3:train,3x3:eval")
-        for spec in self.lights_tasks:
+            raise ConfigError(f"env: {self.env} has discrete actions ({actions}), which the "
+                              f"{self.kind} agent does not take; it needs a kind with a "
+                              f"discrete policy")
+        if not getattr(self, field):
+            raise ConfigError(f"{field} needs at least one task, e.g. {example}")
+        for spec in getattr(self, field):
             try:
-                lights_out.parse_task(spec)
+                parse(spec)
             except ValueError as e:
-                raise ConfigError(f"lights_tasks: {e}") from None
+                raise ConfigError(f"{field}: {e}") from None
+        if self.dense_reward:
+            raise ConfigError(f"dense_reward: {self.env} has only its sparse success reward")
+        if self.family != "objectives":
+            raise ConfigError(f"family: {self.env}'s tasks are --{field.replace('_', '-')}, not "
+                              f"a family; leave family at objectives, got {self.family}")
+
+    def _check_lights_out(self) -> None:
+        self._check_task_specs("one press per cell", "lights_tasks", "3x3:train,3x3:eval",
+                               lights_out.parse_task)
         if self.lights_penalty < 0:
             raise ConfigError(f"lights_penalty must be >= 0, got {self.lights_penalty}")
-        if self.dense_reward:
-            raise ConfigError("dense_reward: lightsout has only its sparse reward (success − "
-                              "lights_penalty)")
-        if self.family != "objectives":
-            raise ConfigError(f"family: lightsout's tasks are --lights-tasks, not a family; "
-                              f"leave family at objectives, got {self.family}")
 
     def _check_boxes(self) -> None:
-        if not self.discrete_actions:
-            raise ConfigError(f"env: boxes has discrete actions (moves, pick up, put down), "
-                              f"which the {self.kind} agent does not take; it needs a kind "
-                              f"with a discrete policy")
-        if not self.box_tasks:
-            raise ConfigError("box_tasks needs at least one task, e.g. exact:train,exact:test")
-        for spec in self.box_tasks:
-            try:
-                box_moving.parse_task(spec, self.box_size, self.boxes)
-            except ValueError as e:
-                raise ConfigError(f"box_tasks: {e}") from None
-        if self.dense_reward:
-            raise ConfigError("dense_reward: boxes has only its sparse success reward")
-        if self.family != "objectives":
-            raise ConfigError(f"family: boxes' tasks are --box-tasks, not a family; leave "
-                              f"family at objectives, got {self.family}")
+        self._check_task_specs("moves, pick up, put down", "box_tasks",
+                               "exact:train,exact:test",
+                               lambda spec: box_moving.parse_task(spec, self.box_size,
+                                                                  self.boxes))
 
     def _check_stages(self) -> None:
         limit = len(brax_stages.TARGETS)
