@@ -1,10 +1,13 @@
-"""Replay in latent space on class-incremental Split digits: no replay, raw rehearsal, stored
-features (Pellegrini et al. 2020), generative internal replay (van de Ven et al. 2020) and
-progressive latent replay (Pawlak et al. 2022).
+"""Replay in latent space on Split digits, class-incremental (default) or task-incremental
+(``--setting task``): no replay, raw rehearsal, stored features (Pellegrini et al. 2020),
+generative internal replay (van de Ven et al. 2020) and progressive latent replay (Pawlak et
+al. 2022).
 
 Every method is the ``split-digits-latent`` preset's stream and network (5 tasks × 2 classes,
-one head, MLP 64-128-128-10, Adam 1e-3, batch 64 of which 32 replayed, 300 steps per task),
-``--seeds`` seeds vmapped in one compiled program (sweep mode):
+MLP 64-128-128-10, Adam 1e-3, batch 64 of which 32 replayed, 300 steps per task),
+``--seeds`` seeds vmapped in one compiled program (sweep mode); ``--setting class`` (one head
+over the 10 classes) or ``task`` (logits masked to the task's classes, current and replayed
+rows each to its own task's: see :mod:`continual.latent_replay`):
 
 * ``none`` — fine-tuning;
 * ``raw`` — rehearsal of ``--capacity`` stored examples (reservoir), through the whole network;
@@ -29,9 +32,9 @@ generator's training on *current* features is not replay and is left out for eve
 replay memory per run (raw: what the
 examples would take as uint8 pixels + an int32 label — plax itself keeps only their indices into
 the on-device data set; features and generative: the bytes of the state they keep). Saves
-``docs/latent-replay-digits.png``.
+``docs/latent-replay-digits.png`` (``--setting task``: ``docs/latent-replay-digits-task.png``).
 
-    .venv/bin/python bench/latent_replay.py [--seeds 5] [--capacity 200]
+    .venv/bin/python bench/latent_replay.py [--seeds 5] [--capacity 200] [--setting class|task]
 """
 from __future__ import annotations
 
@@ -59,9 +62,9 @@ from experiments.registry import build, from_preset  # noqa: E402
 from metrics.continual import bootstrap_ci  # noqa: E402
 
 
-def methods(capacity: int, seeds: int) -> dict:
+def methods(capacity: int, seeds: int, setting: str = "class") -> dict:
     base = from_preset("split-digits-latent", seeds=seeds, mode="sweep", replay_capacity=0,
-                       latent_layer=0)
+                       latent_layer=0, setting=setting)
     feature_bytes = base.hidden[0] * 4 + 4 + 10   # float32 features, int32 label, bool mask
     raw_bytes = 64 + 4                             # 8×8 uint8 pixels, int32 label
     equal = max(1, capacity * raw_bytes // feature_bytes)
@@ -138,15 +141,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--capacity", type=int, default=200)
-    parser.add_argument("--plot", default=str(ROOT / "docs" / "latent-replay-digits.png"))
+    parser.add_argument("--setting", choices=("class", "task"), default="class",
+                        help="class: one head (class-IL); task: logits masked to each row's "
+                        "task (task-IL)")
+    parser.add_argument("--plot", default=None, help="default: docs/latent-replay-digits.png, "
+                        "docs/latent-replay-digits-task.png with --setting task")
     args = parser.parse_args()
+    args.plot = args.plot or str(ROOT / "docs" / ("latent-replay-digits.png" if args.setting
+                                                  == "class" else "latent-replay-digits-task.png"))
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs; "
-          f"Split digits class-IL, 5 tasks × 2 classes, {args.seeds} seeds vmapped")
+          f"Split digits {args.setting}-IL, 5 tasks × 2 classes, {args.seeds} seeds vmapped")
     table = Table(["method", "acc_avg mean [95% CI]", "acc_avg IQM", "forgetting_max mean "
                    "[95% CI]", "forgetting_max IQM", "s/task", "compile s",
                    "replay MFLOP/step", "replay memory/run"])
     curves, finals, flops = {}, {}, {}
-    for name, cfg in methods(args.capacity, args.seeds).items():
+    for name, cfg in methods(args.capacity, args.seeds, args.setting).items():
         exp = build(cfg)
         start = time.perf_counter()
         batches = plan(exp)
@@ -173,11 +182,12 @@ def main() -> None:
             print(f"{name}: {value:.2f} replay MFLOP/step against generative's "
                   f"{flops['generative']:.2f} at hidden/0 every step: "
                   f"{1 - value / flops['generative']:.0%} saved")
-    plot(curves, finals, args.plot, from_preset("split-digits-latent").steps_per_task)
+    plot(curves, finals, args.plot, from_preset("split-digits-latent").steps_per_task,
+         args.setting)
     print(f"plot: {args.plot}")
 
 
-def plot(curves, finals, path, steps_per_task) -> None:
+def plot(curves, finals, path, steps_per_task, setting: str = "class") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -196,7 +206,7 @@ def plot(curves, finals, path, steps_per_task) -> None:
     for b in range(1, math.ceil(steps.max() / steps_per_task)):
         ax.axvline(b * steps_per_task, color="0.85", lw=0.8, zorder=0)
     ax.set(xlabel="gradient step", ylabel="mean accuracy on the tasks seen so far",
-           title="Split digits, class-incremental", ylim=(0, 1.02))
+           title=f"Split digits, {setting}-incremental", ylim=(0, 1.02))
     bx.set(xlabel="task (2 classes each)", ylabel="accuracy after the last task",
            title="final accuracy per task (mean ± sd over seeds)", ylim=(0, 1.02))
     ax.legend(fontsize=7, loc="lower left")

@@ -2,9 +2,10 @@
 
 Three learners with the :class:`continual.classifier.Learner` interface, over a network cut at a
 layer ℓ (:func:`continual.network_cut.cut_network`; at several, progressive replay). All replay
-through the layers *above* ℓ only, so a replayed example costs the upper layers' forward and backward pass, not the whole
-network's. Their memory lives in ``TrainState.extras`` (inside the loop's carry: one compiled
-program per stream, vmapped over runs), and the loop itself draws only current examples.
+through the layers *above* ℓ only, so a replayed example costs the upper layers' forward and
+backward pass, not the whole network's. Their memory lives in ``TrainState.extras`` (inside the
+loop's carry: one compiled program per stream, vmapped over runs), and the loop itself draws
+only current examples.
 
 * :func:`make_feature_replay` — **stored-feature latent replay** (Pellegrini, Graffieti,
   Lomonaco & Maltoni 2020, "Latent replay for real-time continual learning", IROS; arXiv
@@ -24,6 +25,25 @@ program per stream, vmapped over runs), and the loop itself draws only current e
   the input, from one generator whose decoder mirrors the classifier (a level's samples skip the
   generator's stages below it). The paper's schedule and generator are unconfirmed: see the
   function's docstring for what is chosen here and why.
+
+**Class- and task-incremental.** All three take the classifier's ``setting`` (the kind's
+``--setting class|task``). ``class``: one head over all classes, no masks (generative replay's
+distillation: targets over the classes seen before the last boundary, the student over all
+classes seen so far, as BI-R). ``task`` (task identity known; van de Ven et al. 2020's Task-IL):
+every row's logits are masked to the classes of *its own* task — current and replayed rows alike,
+a replayed row never to the current task's classes:
+
+* a current row: the loop's batch mask (the current task's classes);
+* a stored feature: the mask stored with it, the classes of the task it was seen in
+  (:func:`feature_replay_loss`);
+* a generated feature of class c: the classes of the task c was trained in
+  (``GenerativeMemory.class_masks[c]``, recorded from the batches c appeared in), for the frozen
+  classifier's distillation targets and for the student alike (:func:`replay_distillation`).
+
+Evaluation masks each task's test rows to that task's classes
+(:func:`continual.classifier.make_classifier`). On the split family the tasks' classes are
+disjoint; a class trained in several tasks would keep the mask of its latest one (the other
+families have every class in every task: all-true masks).
 
 **The layers below ℓ.** Replayed features are only valid while the layers that produced them
 stay put. Pellegrini et al. propose to *slow down* learning below the latent replay layer
@@ -146,8 +166,10 @@ def make_feature_replay(network: Network, cut: Cut, optimizer: str, *, num_class
     Every update trains on the loop's batch (current examples, through the whole network) plus
     ``replay_batch`` features drawn uniformly from a reservoir of ``capacity`` layer-ℓ features
     (through the upper layers only; masked out while the reservoir is empty), a weighted mean of
-    the cross-entropies as in raw rehearsal; then the batch's features (computed by this step's
-    forward pass, before the update) are offered to the reservoir.
+    the cross-entropies as in raw rehearsal (:func:`feature_replay_loss`; task-IL: a replayed
+    feature is scored on the classes of the task it was stored from); then the batch's features
+    (computed by this step's forward pass, before the update) are offered to the reservoir,
+    each with its row's task mask.
     """
     _check(lower, slow, replay_batch)
     base = make_classifier(network, optimizer, setting=setting, regularizer=regularizer)
@@ -165,21 +187,15 @@ def make_feature_replay(network: Network, cut: Cut, optimizer: str, *, num_class
         k_rep, k_add, k_tx = jax.random.split(key, 3)
         old = buffer.sample(mem.buffer, k_rep, replay_batch)
         has_old = (mem.buffer.size > 0).astype(jnp.float32)
-        masks = _row_masks(batch)
 
         def loss_fn(params):
-            h = cut.lower(params, batch.x)
-            # One pass of the upper layers over current and replayed rows (larger matmuls).
-            logits = cut.upper(params, jnp.concatenate([h, old["h"]]))
-            logits = mask_logits(logits, jnp.concatenate([masks, old["mask"]]), setting)
-            weight = jnp.concatenate([batch.weight, jnp.full((replay_batch,), has_old)])
-            loss, acc = _ce(logits, jnp.concatenate([batch.y, old["y"]]), weight)
-            return loss, (acc, h)
+            return feature_replay_loss(cut, params, batch, old, has_old, setting)
 
         (loss, (acc, h)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         state, info = _apply_update(state, grads, hparams, k_tx, optimizer, regularizer, cut,
                                     lower_scale(mem.tasks_done, lower, slow), optimizer_stats)
-        items = {"h": jax.lax.stop_gradient(h), "y": batch.y, "mask": masks}
+        # Each row is stored with its own task's classes: the mask it is replayed with.
+        items = {"h": jax.lax.stop_gradient(h), "y": batch.y, "mask": _row_masks(batch)}
         mem = mem._replace(buffer=buffer.add(mem.buffer, items, k_add))
         return state._replace(extras=mem), {"train_loss": loss, "train_acc": acc, **info}
 
@@ -189,6 +205,23 @@ def make_feature_replay(network: Network, cut: Cut, optimizer: str, *, num_class
             tasks_done=state.extras.tasks_done + 1))
 
     return Learner(init, update, base.evaluate, base.features, boundary)
+
+
+def feature_replay_loss(cut: Cut, params: Any, batch: Batch, old: dict, has_old: jax.Array,
+                        setting: str) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """Stored-feature replay's loss: the weighted mean cross-entropy over the current rows
+    (``batch``, through the whole network) and the replayed features ``old`` (``{"h", "y",
+    "mask"}``, through the layers above ``cut``; weight ``has_old`` each). ``setting="task"``
+    masks every row's logits to *its own* mask: a current row to ``batch.class_mask``, a
+    replayed row to the ``mask`` it was stored with (the classes of the task it came from), not
+    the current task's. Returns ``(loss, (accuracy, h))``, ``h`` the current rows' features."""
+    h = cut.lower(params, batch.x)
+    # One pass of the upper layers over current and replayed rows (larger matmuls).
+    logits = cut.upper(params, jnp.concatenate([h, old["h"]]))
+    logits = mask_logits(logits, jnp.concatenate([_row_masks(batch), old["mask"]]), setting)
+    weight = jnp.concatenate([batch.weight, jnp.full(old["y"].shape, has_old)])
+    loss, acc = _ce(logits, jnp.concatenate([batch.y, old["y"]]), weight)
+    return loss, (acc, h)
 
 
 def distillation(logits: jax.Array, targets: jax.Array, temperature: float) -> jax.Array:
@@ -235,15 +268,14 @@ def make_generative_replay(network: Network, cut: Cut, optimizer: str, *, num_cl
         h_gen = jax.lax.stop_gradient(vae.generate(mem.prev_vae, c, k_z))
         masks = _row_masks(batch)
         seen = _seen(mem, batch, num_classes)
-        targets, student_masks = _kd_targets(cut, mem, c, h_gen, seen, setting)
         n = batch.y.shape[0]
 
         def loss_fn(params):
             h = cut.lower(params, batch.x)
             logits = cut.upper(params, jnp.concatenate([h, h_gen]))
             ce, acc = _ce(mask_logits(logits[:n], masks, setting), batch.y, batch.weight)
-            kd = jnp.mean(distillation(jnp.where(student_masks, logits[n:], -1e9), targets,
-                                       temperature))
+            kd = replay_distillation(cut, params, mem, c, h_gen, seen, setting, temperature,
+                                     logits=logits[n:])
             return w_cur * ce + w_rep * kd, (acc, h)
 
         (loss, (acc, h)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -337,6 +369,24 @@ def _kd_targets(cut: Cut, mem: GenerativeMemory, c: jax.Array, h_gen: jax.Array,
         target_masks = jnp.broadcast_to(mem.prev_seen, (c.shape[0], num_classes))
         student_masks = jnp.broadcast_to(seen, (c.shape[0], num_classes))
     return jnp.where(target_masks, cut.upper(mem.prev_params, h_gen), -1e9), student_masks
+
+
+def replay_distillation(cut: Cut, params: Any, mem: GenerativeMemory, c: jax.Array,
+                        h_gen: jax.Array, seen: jax.Array, setting: str, temperature: float,
+                        logits: jax.Array | None = None) -> jax.Array:
+    """Generated-feature replay's loss (generative and progressive replay, each level): the
+    mean over rows of the distillation (:func:`distillation`) of the frozen previous
+    classifier's logits on the generated features ``h_gen`` of classes ``c`` into the student's
+    (``logits``, default ``cut.upper(params, h_gen)``), both through ``cut``'s upper layers.
+
+    Which classes a row is scored on (:func:`_kd_targets`): ``setting="task"`` — the classes of
+    the task its class was trained in (``mem.class_masks[c]``), for targets and student alike,
+    never the current task's; ``setting="class"`` — targets over the classes seen before the
+    last boundary, the student over every class seen so far (``seen``)."""
+    targets, student_masks = _kd_targets(cut, mem, c, h_gen, seen, setting)
+    if logits is None:
+        logits = cut.upper(params, h_gen)
+    return jnp.mean(distillation(jnp.where(student_masks, logits, -1e9), targets, temperature))
 
 
 def _current_elbo_loss(vae, vp, h, batch: Batch, key: jax.Array) -> jax.Array:
@@ -479,9 +529,8 @@ def make_progressive_replay(network: Network, cuts: tuple[Cut, ...], optimizer: 
             def on(params):
                 h = (hs_gen[0] if i == 0 else jax.lax.stop_gradient(
                     vae.generate(mem.prev_vae, classes[i], k_z[i], i)))
-                targets, student_masks = _kd_targets(cuts[i], mem, classes[i], h, seen, setting)
-                logits = jnp.where(student_masks, cuts[i].upper(params, h), -1e9)
-                return jnp.mean(distillation(logits, targets, temperature))
+                return replay_distillation(cuts[i], params, mem, classes[i], h, seen, setting,
+                                           temperature)
             return jax.lax.cond(fires[i], on, lambda params: jnp.zeros(()), params)
 
         def loss_fn(params):

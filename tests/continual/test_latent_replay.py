@@ -13,8 +13,9 @@ import optax
 import pytest
 
 from continual.feature_vae import make_feature_vae, make_level_vae
-from continual.latent_replay import (distillation, hold_lower, lower_scale, progressive_periods,
-                                     replay_fires)
+from continual.latent_replay import (GenerativeMemory, distillation, feature_replay_loss,
+                                     hold_lower, lower_scale, progressive_periods, replay_fires,
+                                     replay_distillation)
 from continual.network_cut import cut_levels, cut_network, cut_points
 from continual.runner import run_keys
 from experiments.config import ConfigError
@@ -22,6 +23,7 @@ from experiments.kinds.classifier import PRESETS
 from experiments.kinds.classifier import ClassifierConfig as Config
 from experiments.registry import build, from_preset
 from plasticity.networks import layer_params, make_network
+from tasks.base import Batch
 from tasks.schedule import parse
 
 SHAPE = (8, 8, 1)
@@ -291,6 +293,186 @@ def test_one_compilation_serves_a_new_stream_of_the_same_shape(which, request):
         _, other_logs = driven.run(params=params)
     assert (driven.init._cache_size(), driven.step._cache_size()) == sizes == (1, 1)
     assert not np.array_equal(other_logs[-1]["eval_acc"], logs[-1]["eval_acc"])
+
+
+# --------------------------------------------------------------------------------------------
+# task-incremental: every replayed row is scored on its own task's classes
+# --------------------------------------------------------------------------------------------
+
+# 5 tasks × 2 classes of 10: task t holds classes 2t, 2t + 1. The current task is task 2.
+TASK_OF = np.arange(10) // 2
+TASK_MASKS = TASK_OF[None, :] == np.arange(5)[:, None]          # bool [task, class]
+# Moves of the output bias (logit j moves by delta_j): of the classes of no row's task (6..9),
+# of the current task's (4, 5), of the past tasks' (0..3); never uniform within a task (a
+# softmax does not see a shift common to all its classes).
+UNSEEN = np.zeros(10, np.float32)
+UNSEEN[6:] = [40.0, -30.0, 25.0, 60.0]
+CURRENT = np.zeros(10, np.float32)
+CURRENT[4:6] = [5.0, -7.0]
+PAST = np.zeros(10, np.float32)
+PAST[:4] = [3.0, -2.0, -4.0, 1.5]
+
+
+def _shift_out_bias(params, delta):
+    def shift(path, leaf):
+        names = [getattr(k, "key", getattr(k, "name", None)) for k in path]
+        return leaf + delta if names[:2] == ["out", "bias"] else leaf
+    return jax.tree_util.tree_map_with_path(shift, params)
+
+
+def _np_masked_ce(logits, y, masks):
+    """Cross-entropy per row over the row's masked classes only (float64)."""
+    out = []
+    for row, label, m in zip(np.asarray(logits, np.float64), np.asarray(y), np.asarray(masks)):
+        z = row[m]
+        out.append(np.log(np.exp(z - z.max()).sum()) + z.max() - row[label])
+    return np.array(out)
+
+
+def _np_kd(student, targets, masks, t=2.0):
+    """T² · KL(softmax(targets / T) ‖ softmax(student / T)) per row over the row's classes."""
+    out = []
+    for s, q, m in zip(np.asarray(student, np.float64), np.asarray(targets, np.float64),
+                       np.asarray(masks)):
+        lp = q[m] / t - np.log(np.exp(q[m] / t).sum())
+        lq = s[m] / t - np.log(np.exp(s[m] / t).sum())
+        out.append(t * t * np.sum(np.exp(lp) * (lp - lq)))
+    return np.array(out)
+
+
+def test_task_il_stored_features_are_scored_on_their_own_tasks_classes():
+    hidden = (16, 16)
+    net = make_network("mlp", SHAPE, 10, hidden=hidden)
+    cut = cut_network("mlp", SHAPE, 10, 1, hidden=hidden)
+    params = jax.jit(net.init)(jax.random.key(0))
+    # 4 current rows of task 2 (one mask for the batch, as the loop's sampler gives it) and 6
+    # replayed features of tasks 0 and 1, each with the mask it was stored with.
+    x = jax.random.normal(jax.random.key(1), (4, *SHAPE))
+    y_old = np.array([0, 1, 2, 3, 0, 2])
+    old = {"h": jax.random.normal(jax.random.key(2), (6, *cut.feature_shape)),
+           "y": jnp.asarray(y_old), "mask": jnp.asarray(TASK_MASKS[TASK_OF[y_old]])}
+
+    def batch(weight):
+        return Batch(x, jnp.array([4, 5, 5, 4]), jnp.asarray(TASK_MASKS[2]), jnp.full((4,), weight))
+
+    def make_loss(setting):
+        return jax.jit(lambda p, b: feature_replay_loss(cut, p, b, old, jnp.float32(1), setting)[0])
+
+    loss = make_loss("task")
+    whole, upper = jax.jit(lambda p: net.apply(p, x)[0]), jax.jit(cut.upper)
+
+    def want(p):
+        cur = _np_masked_ce(whole(p), [4, 5, 5, 4], [TASK_MASKS[2]] * 4)
+        rep = _np_masked_ce(upper(p, old["h"]), y_old, TASK_MASKS[TASK_OF[y_old]])
+        return np.concatenate([cur, rep]).mean()
+
+    for delta in (0 * PAST, PAST, CURRENT):
+        p = _shift_out_bias(params, delta)
+        np.testing.assert_allclose(float(loss(p, batch(1.0))), want(p), rtol=1e-5)
+    # The replayed rows alone (current rows weighted 0): the current task's and the unseen
+    # classes' logits do not move their loss, their own tasks' do.
+    base = float(loss(params, batch(0.0)))
+    for delta in (UNSEEN, CURRENT, UNSEEN + CURRENT):
+        assert float(loss(_shift_out_bias(params, delta), batch(0.0))) == pytest.approx(base,
+                                                                                     rel=1e-6)
+    assert abs(float(loss(_shift_out_bias(params, PAST), batch(0.0))) - base) > 0.1
+    # Class-IL, for contrast: one head, every logit counts.
+    class_il = make_loss("class")
+    assert abs(float(class_il(_shift_out_bias(params, CURRENT), batch(0.0)))
+               - float(class_il(params, batch(0.0)))) > 0.1
+
+
+def test_task_il_generated_features_distil_over_their_classs_task_only():
+    # Generative replay's loss, and progressive replay's at each level (the same function):
+    # features of past classes 0..3 generated after two tasks, the current task's 4, 5 seen too.
+    hidden = (16, 12)
+    net = make_network("mlp", SHAPE, 10, hidden=hidden)
+    init = jax.jit(net.init)
+    params, prev = init(jax.random.key(0)), init(jax.random.key(1))
+    seen = jnp.arange(10) < 6
+    mem = GenerativeMemory(vae=(), vae_opt=(), prev_params=prev, prev_vae=(), seen=seen,
+                           prev_seen=jnp.arange(10) < 4,
+                           class_masks=jnp.asarray(TASK_MASKS[TASK_OF]) & seen[:, None],
+                           tasks_done=jnp.int32(2))
+    c = np.array([0, 1, 2, 3, 1, 2])
+    own = TASK_MASKS[TASK_OF[c]]
+    for i, cut in enumerate(cut_levels("mlp", SHAPE, 10, (1, 2), hidden=hidden)):
+        h = jax.random.normal(jax.random.key(2 + i), (6, *cut.feature_shape))
+
+        def make_loss(setting, cut=cut, h=h):
+            return jax.jit(lambda p, m: replay_distillation(cut, p, m, jnp.asarray(c), h, seen,
+                                                            setting, 2.0))
+
+        loss, upper = make_loss("task"), jax.jit(cut.upper)
+
+        def shifted(delta_student, delta_targets):
+            return (_shift_out_bias(params, delta_student),
+                    mem._replace(prev_params=_shift_out_bias(prev, delta_targets)))
+
+        for ds, dt in ((0 * PAST, 0 * PAST), (PAST, 0 * PAST), (0 * PAST, PAST)):
+            p, m = shifted(ds, dt)
+            want = _np_kd(upper(p, h), upper(m.prev_params, h), own).mean()
+            np.testing.assert_allclose(float(loss(p, m)), want, rtol=1e-5)
+        base = float(loss(params, mem))
+        assert base > 0
+        # Neither the student's nor the targets' logits outside the row's own task count.
+        for ds, dt in ((UNSEEN + CURRENT, 0 * PAST), (CURRENT, -UNSEEN), (0 * PAST, CURRENT)):
+            assert float(loss(*shifted(ds, dt))) == pytest.approx(base, rel=1e-6)
+        # Class-IL, for contrast: the student's seen classes (4, 5 included) all count.
+        class_il = make_loss("class")
+        moved = float(class_il(*shifted(CURRENT, 0 * PAST)))
+        assert abs(moved - float(class_il(params, mem))) > 0.1
+
+
+def _assert_rows_keep_their_own_tasks_classes(driven, carry):
+    """The masks replay will use (see the two tests above), as the loop recorded them: each
+    stored feature's, and each seen class's for its generated features — the classes of the
+    task the row or class came from (the stream's class_mask), whatever the current task."""
+    task_masks = np.asarray(driven.exp.tasks.params.class_mask)       # [task, class]
+    own = task_masks[np.argmax(task_masks, 0)]                         # [class, class]
+    classes = np.arange(task_masks.shape[0] * 2)                       # 2 classes per task
+    mem = carry.state.extras
+    if driven.exp.config.latent_replay == "stored":
+        y = np.asarray(mem.buffer.items["y"])
+        np.testing.assert_array_equal(np.asarray(mem.buffer.items["mask"]), own[y])
+        assert set(y.ravel()) == set(classes)
+    else:
+        recorded = np.asarray(mem.class_masks)[:, classes]           # [run, class, class]
+        np.testing.assert_array_equal(recorded, np.broadcast_to(own[classes], recorded.shape))
+
+
+@pytest.mark.parametrize("which", ["stored", "generative", "progressive"])
+def test_replay_memory_records_each_rows_own_tasks_classes(which, request):
+    # The class-IL runs (the module's fixtures) record the same masks as task-IL ones would.
+    driven, carries, _ = request.getfixturevalue(which)
+    _assert_rows_keep_their_own_tasks_classes(driven, carries[-1])
+
+
+TASK_IL = dict(setting="task", steps_per_task=8, log_every=4)   # 3 tasks × 2 intervals
+
+
+# A fresh compilation each (the setting is static): 5-8 s apiece on 2 cores, so generative
+# and progressive replay's task-IL runs are slow tests; their task-IL losses are checked above.
+@pytest.mark.parametrize("cfg", [
+    dataclasses.replace(STORED, **TASK_IL),
+    pytest.param(dataclasses.replace(GENERATIVE, **TASK_IL), marks=pytest.mark.slow),
+    pytest.param(dataclasses.replace(PROGRESSIVE, **TASK_IL, hidden=(32, 16),
+                                     progressive_periods=(2, 1)), marks=pytest.mark.slow)],
+    ids=["stored", "generative", "progressive"])
+def test_task_il_latent_replay_compiles_once_and_gives_finite_accuracies(cfg):
+    driven = Driven(cfg)
+    carries, logs = driven.run()
+    # A second stream of the same shape (the task order reversed) runs without retracing.
+    params = jax.device_put(jax.tree.map(lambda a: a[::-1], driven.exp.tasks.params))
+    with jax.no_tracing(True):
+        driven.run(params=params)
+    assert (driven.init._cache_size(), driven.step._cache_size()) == (1, 1)
+    acc = np.array([lg["eval_acc"] for lg in logs])     # [interval, run, task]
+    assert acc.shape == (INTERVALS, 2, cfg.num_tasks)
+    assert np.isfinite(acc).all() and ((acc >= 0) & (acc <= 1)).all()
+    assert all(np.isfinite(np.asarray(lg["train"]["train_loss"])).all() for lg in logs)
+    assert acc[-1, :, 0].min() > 0.5, acc[-1]     # 2 classes with task identity: above chance
+    _assert_rows_keep_their_own_tasks_classes(driven, carries[-1])
 
 
 # --------------------------------------------------------------------------------------------
