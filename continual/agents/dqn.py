@@ -331,6 +331,7 @@ def make_dqn_agent(dqn: DQN, memory: Memory, q_bias_keep: int = 1_000,
         return {"q": jnp.sum(q * action, axis=-1)}
 
     act, act_mode = memoryless(dqn.act, dqn.act_mode)
+
     def greedy_at(steps):
         return memoryless(dqn.act, lambda state, obs: dqn.greedy(state, obs, steps))[1]
 
