@@ -57,7 +57,7 @@ from continual.agents.trajectory import GoalBatch
 from continual.classifier import TrainState
 from continual.optimizers import HParams
 from plasticity import regularizers
-from plasticity.networks import layer_order, layer_params, make_network
+from plasticity.networks import ITERATIVE_NETWORKS, layer_order, layer_params, make_network
 from tasks.envs.base import GoalSpace
 
 
@@ -77,6 +77,8 @@ class CRLSpec:
     repr_dim: int = 64
     logsumexp_penalty: float = contrastive.LOGSUMEXP_PENALTY
     init_alpha: float = 1.0
+    think_steps: int = 5          # think network: cell applications in training
+    eval_think_steps: int = 0     # ... in act_mode (0 = think_steps)
     discrete: bool = False        # one-hot actions: policy-free and ε-greedy (no actor)
     epsilon_start: float = 1.0    # discrete: ε when updates start (DQN's schedule)
     epsilon_end: float = 0.05     # ... after the decay
@@ -138,13 +140,18 @@ def make_crl(spec: CRLSpec, goals: GoalSpace, action_size: int, *,
     opt = net_optimizer(spec.optimizer, spec.regularizer)
     s, g = goals.state_size, goals.goal_size
     kw = dict(hidden=spec.hidden, blocks=spec.blocks, activation=spec.activation,
-              layer_norm=spec.layer_norm)
+              layer_norm=spec.layer_norm, think_steps=spec.think_steps)
     sizes = {"actor": s + g, "phi": s + action_size, "psi": g}
     if spec.discrete:
         del sizes["actor"]
     outputs = {"actor": 2 * action_size, "phi": spec.repr_dim, "psi": spec.repr_dim}
     nets = {name: make_network(spec.network, (sizes[name],), outputs[name], **kw)
             for name in sizes}
+    # The evaluation policy of an iterative network: the same parameters at eval_think_steps.
+    eval_nets = ({name: make_network(spec.network, (sizes[name],), outputs[name],
+                                     **{**kw, "think_steps": spec.eval_think_steps})
+                  for name in sizes}
+                 if spec.network in ITERATIVE_NETWORKS and spec.eval_think_steps else nets)
     target_entropy = -0.5 * action_size
 
     def init(key, hparams: HParams) -> CRLState:
@@ -233,7 +240,7 @@ def make_crl(spec: CRLSpec, goals: GoalSpace, action_size: int, *,
         new = new._replace(actor=actor, log_alpha=log_alpha, alpha_opt_state=alpha_opt)
         return new, add_optimizer_stats(info, grads)
 
-    def action_values(state: CRLState, obs):
+    def action_values(state: CRLState, obs, nets=nets):
         batch = obs.shape[0]
         states = jnp.broadcast_to(obs[:, None, :s], (batch, action_size, s))
         onehots = jnp.broadcast_to(jnp.eye(action_size), (batch, action_size, action_size))
@@ -250,8 +257,9 @@ def make_crl(spec: CRLSpec, goals: GoalSpace, action_size: int, *,
 
     def act_mode(state: CRLState, obs):
         if spec.discrete:
-            return jax.nn.one_hot(jnp.argmax(action_values(state, obs), axis=-1), action_size)
-        return policy.mode(nets["actor"].apply(state.actor.params, obs)[0])
+            values = action_values(state, obs, eval_nets)
+            return jax.nn.one_hot(jnp.argmax(values, axis=-1), action_size)
+        return policy.mode(eval_nets["actor"].apply(state.actor.params, obs)[0])
 
     def critic_logits(state: CRLState, batch: GoalBatch):
         phi, psi = embed(state.phi.params, state.psi.params, batch.obs[:, :s], batch.action,
@@ -261,8 +269,9 @@ def make_crl(spec: CRLSpec, goals: GoalSpace, action_size: int, *,
     def features(state: CRLState, obs):
         """Per network; φ at the evaluation action (the actor's mode; discrete: the argmax)."""
         out = {}
-        if spec.discrete:
-            action = act_mode(state, obs)
+        if spec.discrete:   # the greedy action at the training step count
+            action = jax.nn.one_hot(jnp.argmax(action_values(state, obs), axis=-1),
+                                    action_size)
         else:
             raw, out["actor"] = nets["actor"].apply(state.actor.params, obs)
             action = policy.mode(raw)

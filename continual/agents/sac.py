@@ -45,7 +45,7 @@ from continual.classifier import TrainState
 from continual.optimizers import HParams
 from plasticity import regularizers
 from metrics import rl as rl_metrics
-from plasticity.networks import layer_order, layer_params, make_network
+from plasticity.networks import ITERATIVE_NETWORKS, layer_order, layer_params, make_network
 
 TARGET_AGGS = ("min", "mean")
 
@@ -100,6 +100,8 @@ class SACSpec:
     tau: float = 0.005
     reward_scale: float = 1.0
     init_alpha: float = 1.0
+    think_steps: int = 5          # think network: cell applications in training
+    eval_think_steps: int = 0     # ... of the actor in act_mode (0 = think_steps)
     # Fine-tuning with retention (continual.agents.retention); None: no retention state.
     retention: retention.RetentionSpec | None = None
 
@@ -137,9 +139,13 @@ def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
     """The SAC agent for one observation and action size (see the module docstring)."""
     opt = net_optimizer(spec.optimizer, spec.regularizer)
     net_kwargs = dict(hidden=spec.hidden, blocks=spec.blocks, activation=spec.activation,
-                      layer_norm=spec.layer_norm)
+                      layer_norm=spec.layer_norm, think_steps=spec.think_steps)
     actor_net = make_network(spec.network, (observation_size,), 2 * action_size, **net_kwargs)
     critic_net = make_network(spec.network, (observation_size + action_size,), 1, **net_kwargs)
+    # The evaluation policy of an iterative network: the same parameters at eval_think_steps.
+    eval_actor = (make_network(spec.network, (observation_size,), 2 * action_size,
+                               **{**net_kwargs, "think_steps": spec.eval_think_steps})
+                  if spec.network in ITERATIVE_NETWORKS and spec.eval_think_steps else actor_net)
     k = spec.num_critics
     target_entropy = -float(action_size)
 
@@ -241,7 +247,7 @@ def make_sac(spec: SACSpec, observation_size: int, action_size: int, *,
         return sample(state.actor.params, obs, key)
 
     def act_mode(state: SACState, obs):
-        return tanh_gaussian.mode(actor_net.apply(state.actor.params, obs)[0])
+        return tanh_gaussian.mode(eval_actor.apply(state.actor.params, obs)[0])
 
     def q_value(state: SACState, obs, action):
         return jnp.mean(q_all(state.critic.params, obs, action), axis=0)

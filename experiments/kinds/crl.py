@@ -30,6 +30,7 @@ EPSILON_OPTIONS = ("epsilon_start", "epsilon_end", "epsilon_decay_steps")
 @dataclass(frozen=True)
 class CRLConfig(rl.RLConfigBase):
     kind = "crl"
+    iterative_networks = True   # build passes think_steps / eval_think_steps
     discrete_actions = True     # one-hot actions: policy-free and ε-greedy over the critic
 
     env: str = shared("env", "pointmaze", rl.RLConfigBase)
@@ -184,6 +185,7 @@ def build(cfg: CRLConfig) -> Experiment:
                 activation=cfg.activation, layer_norm=cfg.layer_norm, optimizer=cfg.optimizer,
                 regularizer=cfg.regularizer, energy=cfg.energy, loss=cfg.contrastive_loss,
                 repr_dim=cfg.repr_dim, logsumexp_penalty=cfg.logsumexp_penalty,
+                think_steps=cfg.think_steps, eval_think_steps=cfg.eval_think_steps,
                 discrete=cfg.discrete_env, epsilon_start=cfg.epsilon_start,
                 epsilon_end=cfg.epsilon_end, epsilon_decay=cfg.epsilon_decay_updates),
         seq.goals, seq.action_size,

@@ -27,6 +27,7 @@ RETENTION = ("bc_coef", "kickstart_coef", "ewc_coef", "memory_share")
 @dataclass(frozen=True)
 class SACConfig(rl.RLConfigBase):
     kind = "sac"
+    iterative_networks = True   # build passes think_steps / eval_think_steps
 
     # The agent.
     num_critics: int = option(2, "critic ensemble size")
@@ -205,7 +206,8 @@ def build(cfg: SACConfig) -> Experiment:
                 activation=cfg.activation, layer_norm=cfg.layer_norm, optimizer=cfg.optimizer,
                 regularizer=cfg.regularizer, num_critics=cfg.num_critics,
                 target_agg=cfg.target_agg, discount=cfg.discount, tau=cfg.tau,
-                reward_scale=cfg.reward_scale,
+                reward_scale=cfg.reward_scale, think_steps=cfg.think_steps,
+                eval_think_steps=cfg.eval_think_steps,
                 retention=retention.RetentionSpec(
                     memory_size=cfg.retention_memory,
                     fisher_samples=min(2_560, cfg.retention_memory),

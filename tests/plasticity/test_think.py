@@ -145,8 +145,10 @@ def test_bad_think_settings_name_the_value():
 
 def test_configs_refuse_think_where_the_kind_does_not_pass_the_step_counts():
     from_preset("quickstart", network="think", think_steps=3, eval_think_steps=8)  # wired
-    with pytest.raises(ConfigError, match="network: 'think' is not wired into sac runs"):
-        from_preset("cheetah-quick", network="think")
+    from_preset("cheetah-quick", network="think", hidden=(16,), eval_think_steps=8)  # wired
+    from_preset("lightsout-crl", network="think", hidden=(16,), eval_think_steps=8)  # wired
+    with pytest.raises(ConfigError, match="network: 'think' is not wired into dreamer runs"):
+        from_preset("grid-quick", network="think")
     with pytest.raises(ConfigError, match="think_steps must be >= 1"):
         from_preset("cheetah-quick", think_steps=0)
     with pytest.raises(ConfigError, match="eval_think_steps must be >= 0"):
@@ -171,3 +173,40 @@ def test_classifier_evaluates_at_eval_think_steps_and_trains_at_think_steps():
     assert not np.array_equal(metric(tables[1], "eval_acc"), metric(tables[6], "eval_acc"))
     with pytest.raises(ConfigError, match="eval_think_steps applies to iterative networks"):
         from_preset("quickstart", eval_think_steps=3)
+
+
+@pytest.mark.parametrize("agent", ["sac", "crl", "crl-discrete"])
+def test_sac_and_crl_act_at_think_steps_and_evaluate_at_eval_think_steps(agent):
+    """Every RL learner but Dreamer takes the think network: its training policy runs
+    ``think_steps`` cell applications, its evaluation policy (``act_mode``) ``eval_think_steps``
+    on the same parameters."""
+    from continual.agents.crl import CRLSpec, make_crl
+    from continual.agents.sac import SACSpec, make_sac
+    from continual.optimizers import HParams
+    from tasks.envs.base import GoalSpace
+
+    kw = dict(network="think", hidden=(8,), think_steps=2, eval_think_steps=7)
+    if agent == "sac":
+        made, obs_size = make_sac(SACSpec(**kw), 4, 2), 4
+        actor = lambda st: (made.networks["actor"], st.actor.params)  # noqa: E731
+    else:
+        goals = GoalSpace(3, (0, 1), 0.5)
+        made = make_crl(CRLSpec(**kw, discrete=agent == "crl-discrete"), goals, 3)
+        obs_size = 5
+    state = made.init(jax.random.key(0), HParams.defaults())
+    obs = 3 * jax.random.normal(jax.random.key(1), (64, obs_size))
+    if agent == "crl-discrete":
+        values = lambda steps: np.asarray(make_crl(  # noqa: E731
+            CRLSpec(**{**kw, "think_steps": steps, "eval_think_steps": 0}, discrete=True),
+            goals, 3).action_values(state, obs)).argmax(-1)
+        got = lambda: np.asarray(made.act_mode(state, obs)).argmax(-1)  # noqa: E731
+        assert (values(2) != values(7)).any()
+        np.testing.assert_array_equal(got(), values(7))
+        return
+    net, params = actor(state) if agent == "sac" else (made.networks["actor"],
+                                                       state.actor.params)
+    raw = lambda steps: np.asarray(net.apply(params, obs, steps)[0])  # noqa: E731
+    mode = np.asarray(made.act_mode(state, obs))
+    want = np.tanh(raw(7)[:, :mode.shape[-1]])
+    assert not np.allclose(want, np.tanh(raw(2)[:, :mode.shape[-1]]))
+    np.testing.assert_allclose(mode, want, rtol=1e-5, atol=1e-5)
