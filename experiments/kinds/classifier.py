@@ -209,6 +209,16 @@ SPLIT_DIGITS = dict(dataset="digits", family="split", num_tasks=5, classes_per_t
                     setting="class", hidden=(128, 128), batch_size=64, steps_per_task=300,
                     log_every=100, seeds=5)
 
+# Class-incremental streams of the latent-replay presets (issue 16): van de Ven et al.'s Split
+# MNIST sizes, and Split CIFAR-100 10 × 10 with a CNN whose stem the replay sits behind.
+SPLIT_MNIST_CLASS = dict(dataset="mnist", family="split", num_tasks=5, classes_per_task=2,
+                         setting="class", hidden=(400, 400), batch_size=128,
+                         steps_per_task=500, log_every=100, seeds=5)
+SPLIT_CIFAR_CLASS = dict(dataset="cifar100", family="split", num_tasks=10, classes_per_task=10,
+                         setting="class", network="cnn", channels=(32, 64),
+                         hidden=(256, 256), batch_size=64, steps_per_task=1000,
+                         log_every=200, seeds=3, eval_examples=500)
+
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "demo": (
         "the default run: loss of plasticity and a fix side by side — digits with fresh random "
@@ -276,6 +286,33 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         "(period 2^(depth from the output)), one VAE whose decoder mirrors the classifier, "
         "distillation (T = 2), no stored examples, 5 seeds; 23 s on a 2-core CPU",
         dict(SPLIT_DIGITS, latent_layer=1, latent_replay="progressive", progressive_base=2),
+    ),
+    "split-mnist-bir": (
+        "generative internal replay on class-incremental Split MNIST (van de Ven et al. 2020's "
+        "protocol: 5 tasks × 2 classes, MLP 400-400): a class-conditional VAE over hidden/0 "
+        "features, distillation (T = 2), no stored examples, 500 steps per task, 5 seeds "
+        "(needs the TFDS data set: plax data mnist)",
+        dict(SPLIT_MNIST_CLASS, latent_layer=1, latent_replay="generative"),
+    ),
+    "split-mnist-progressive": (
+        "progressive latent replay on class-incremental Split MNIST: split-mnist-bir with "
+        "generated features at hidden/0 every 2 steps and at hidden/1 every step",
+        dict(SPLIT_MNIST_CLASS, latent_layer=1, latent_replay="progressive",
+             progressive_base=2),
+    ),
+    "split-cifar100-bir": (
+        "generative internal replay on class-incremental Split CIFAR-100, 10 tasks × 10 "
+        "classes (--num-tasks 20 --classes-per-task 5 for 20 × 5): CNN 32-64 + dense "
+        "256-256, features replayed after the conv stem (it trains on the first task, then "
+        "freezes; brain-inspired replay pre-trains it on CIFAR-10 instead), for a GPU",
+        dict(SPLIT_CIFAR_CLASS, latent_layer=2, latent_replay="generative"),
+    ),
+    "split-cifar100-progressive": (
+        "progressive latent replay on split-cifar100-bir's stream and network: generated "
+        "features after the conv stem every 4 steps, at the first dense layer every 2, the "
+        "second every step; for a GPU",
+        dict(SPLIT_CIFAR_CLASS, latent_layer=2, latent_replay="progressive",
+             progressive_base=2),
     ),
     "split-cifar100": (
         "Split CIFAR-100: 20 tasks × 5 classes with a small CNN, task-incremental; for a GPU "

@@ -501,11 +501,20 @@ def test_bad_latent_replay_configs_name_the_field(overrides, words):
 
 
 @pytest.mark.parametrize("preset", ["split-digits-latent", "split-digits-bir",
-                                    "split-digits-progressive"])
+                                    "split-digits-progressive", "split-mnist-bir",
+                                    "split-mnist-progressive"])
 def test_latent_replay_presets_validate(preset):
     assert preset in PRESETS
     cfg = from_preset(preset)
     assert cfg.latent_layer == 1 and cfg.setting == "class" and cfg.family == "split"
+
+
+@pytest.mark.parametrize("preset", ["split-cifar100-bir", "split-cifar100-progressive"])
+def test_cifar_latent_presets_replay_after_the_conv_stem(preset):
+    cfg = from_preset(preset)
+    assert cfg.network == "cnn" and cfg.latent_layer == len(cfg.channels) == 2
+    assert (cfg.num_tasks, cfg.classes_per_task, cfg.setting) == (10, 10, "class")
+    assert from_preset(preset, num_tasks=20, classes_per_task=5).num_tasks == 20
 
 
 # --------------------------------------------------------------------------------------------
