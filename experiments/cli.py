@@ -4,7 +4,7 @@
     plax compare PRESET --grid KEY=V1,V2 ...                       rank a grid of settings
     plax report RUN_DIR                                            summary and plots of a saved run
     plax list                                                      presets, data sets, choices
-    plax data prepare NAME [--data-dir DIR]                         prepare a TFDS data set once
+    plax data prepare NAME [--data-dir DIR] [--from DIR]           prepare a data set once
 """
 from __future__ import annotations
 
@@ -171,13 +171,21 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="manage TFDS data sets")
     data_sub = data.add_subparsers(dest="data_command", metavar="{prepare}", parser_class=_Parser)
     prep = data_sub.add_parser(
-        "prepare", help="download and convert a data set to array_record (needs plax[prepare])",
-        description="One-time preparation of a TFDS data set as array_record files. Needs "
-                    "TensorFlow (`pip install 'plax[prepare]'`) and internet access; reading "
-                    "the prepared files later needs neither.")
+        "prepare", help="download and convert a data set to array_record (needs plax[prepare]), "
+                        "or convert files you have (--from)",
+        description="One-time preparation of a TFDS data set as array_record files. A download "
+                    "needs TensorFlow (`pip install 'plax[prepare]'`) and internet access. "
+                    "Offline, --from DIR converts the data set's own distribution files "
+                    "instead, with neither: MNIST / Fashion-MNIST as their four IDX files "
+                    "(train-images-idx3-ubyte[.gz], ...; Debian's dataset-fashion-mnist "
+                    "package has them in /usr/share/datasets/fashion-mnist), CIFAR-100 as the "
+                    "extracted cifar-100-binary or cifar-100-python tarball. Reading the "
+                    "prepared files later needs nothing extra.")
     prep.add_argument("name", help="mnist, fashion_mnist or cifar100")
     prep.add_argument("--data-dir", help="target directory (default $PLAX_DATA_DIR or "
                                          "~/tensorflow_datasets)")
+    prep.add_argument("--from", dest="source", metavar="DIR",
+                      help="convert the distribution files in DIR (no download)")
     return parser
 
 
@@ -438,8 +446,13 @@ def _cmd_data(args) -> int:
     from tasks import tfds_source
 
     if args.data_command != "prepare":
-        raise ConfigError("usage: plax data prepare NAME [--data-dir DIR]")
-    path = tfds_source.prepare(args.name, args.data_dir)
+        raise ConfigError("usage: plax data prepare NAME [--data-dir DIR] [--from DIR]")
+    if args.source:
+        from tasks import raw_files
+
+        path = raw_files.prepare_from_files(args.name, args.source, args.data_dir)
+    else:
+        path = tfds_source.prepare(args.name, args.data_dir)
     print(f"prepared {args.name} in {path}")
     return 0
 

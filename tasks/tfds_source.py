@@ -8,7 +8,8 @@ loads MNIST's 70k images in a few seconds, most of them spent in Pillow.
 
 Nothing here downloads. A data set that is not prepared under ``data_dir`` is reported at once,
 before TFDS is touched, with the command that prepares it (:func:`prepare`, ``plax data prepare``),
-which is the only step that needs TensorFlow (the ``plax[prepare]`` extra) and the internet.
+which is the only step that needs TensorFlow (the ``plax[prepare]`` extra) and the internet
+(:mod:`tasks.raw_files` converts distribution files already at hand, with neither).
 """
 from __future__ import annotations
 
@@ -107,8 +108,10 @@ def find_prepared(name: str, data_dir) -> Path:
     how = (
         f"Prepare it once with\n    {prepare}\n"
         f"which needs the optional extra ({PREPARE_EXTRA}: TensorFlow, used only to build the "
-        f"array_record files) and internet access for the one-time download. Set "
-        f"$PLAX_DATA_DIR or pass --data-dir to read from another directory."
+        f"array_record files) and internet access for the one-time download. Offline, "
+        f"convert the data set's distribution files you have instead (no TensorFlow):\n"
+        f"    {prepare} --from DIR\n"
+        f"Set $PLAX_DATA_DIR or pass --data-dir to read from another directory."
     )
     tfrecord = [v for v in versions if any(v.glob(f"{builder}-*.tfrecord-*"))]
     if tfrecord:

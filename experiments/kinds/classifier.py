@@ -291,7 +291,7 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         "generative internal replay on class-incremental Split MNIST (van de Ven et al. 2020's "
         "protocol: 5 tasks × 2 classes, MLP 400-400): a class-conditional VAE over hidden/0 "
         "features, distillation (T = 2), no stored examples, 500 steps per task, 5 seeds "
-        "(needs the TFDS data set: plax data mnist)",
+        "(needs the TFDS data set: plax data prepare mnist)",
         dict(SPLIT_MNIST_CLASS, latent_layer=1, latent_replay="generative"),
     ),
     "split-mnist-progressive": (

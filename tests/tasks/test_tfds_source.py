@@ -1,6 +1,7 @@
 """The TFDS read path, on small array_record data sets the tests write themselves (no network).
 
-The writer subclasses TFDS' own stock builder (``mnist``, ``cifar100``, ...) with only the example
+The writer (:func:`tasks.raw_files.write_prepared`, which ``plax data prepare --from`` uses)
+subclasses TFDS' own stock builder (``mnist``, ``cifar100``, ...) with only the example
 generator replaced, and prepares it with TFDS' real ``download_and_prepare`` in array_record
 format. The files, ``dataset_info.json`` and ``features.json`` are therefore what a real
 ``plax data prepare`` writes, under the same builder name and version, and ``tfds.data_source``
@@ -17,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from tasks import tfds_source
+from tasks import raw_files, tfds_source
 from tasks.tfds_source import (
     TFDS_NAMES,
     DatasetFormatError,
@@ -41,18 +42,7 @@ def _png(image: np.ndarray) -> bytes:
 
 def write_array_record_dataset(builder_name: str, data_dir, splits: dict[str, list[dict]]) -> None:
     """Prepares ``builder_name`` under ``data_dir`` from in-memory examples, as TFDS would."""
-    stock = tfds.builder_cls(builder_name)
-
-    class Small(stock, skip_registration=True):
-        name = builder_name  # the stock name, so the files land in <data_dir>/<name>/<version>
-
-        def _split_generators(self, dl_manager):
-            return {split: self._generate_examples(split) for split in splits}
-
-        def _generate_examples(self, split):
-            yield from enumerate(splits[split])
-
-    Small(data_dir=str(data_dir), file_format="array_record").download_and_prepare()
+    raw_files.write_prepared(builder_name, data_dir, splits)
 
 
 def _distinct_images(rng, n, shape) -> np.ndarray:
