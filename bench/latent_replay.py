@@ -1,13 +1,17 @@
-"""Replay in latent space on Split digits, class-incremental (default) or task-incremental
-(``--setting task``): no replay, raw rehearsal, stored features (Pellegrini et al. 2020),
-generative internal replay (van de Ven et al. 2020) and progressive latent replay (Pawlak et
-al. 2022).
+"""Replay in latent space on Split digits (default), Split Fashion-MNIST or Split MNIST,
+class-incremental (default) or task-incremental (``--setting task``): no replay, raw rehearsal,
+stored features (Pellegrini et al. 2020), generative internal replay (van de Ven et al. 2020)
+and progressive latent replay (Pawlak et al. 2022).
 
-Every method is the ``split-digits-latent`` preset's stream and network (5 tasks × 2 classes,
-MLP 64-128-128-10, Adam 1e-3, batch 64 of which 32 replayed, 300 steps per task),
-``--seeds`` seeds vmapped in one compiled program (sweep mode); ``--setting class`` (one head
-over the 10 classes) or ``task`` (logits masked to the task's classes, current and replayed
-rows each to its own task's: see :mod:`continual.latent_replay`):
+Every method is one preset's stream and network, ``--seeds`` seeds vmapped in one compiled
+program (sweep mode): ``--dataset digits`` the ``split-digits-latent`` preset's (5 tasks × 2
+classes, MLP 64-128-128-10, batch 64 of which 32 replayed, 300 steps per task);
+``fashion_mnist`` / ``mnist`` the ``split-mnist-bir`` preset's (van de Ven et al.'s Split MNIST
+sizes: MLP 784-400-400-10, batch 128 of which 64 replayed, 500 steps per task; prepared TFDS
+data under ``$PLAX_DATA_DIR``: ``plax data prepare fashion_mnist --from DIR`` converts the IDX
+files offline). Adam 1e-3 throughout. ``--setting class`` (one head over the 10 classes) or
+``task`` (logits masked to the task's classes, current and replayed rows each to its own
+task's: see :mod:`continual.latent_replay`):
 
 * ``none`` — fine-tuning;
 * ``raw`` — rehearsal of ``--capacity`` stored examples (reservoir), through the whole network;
@@ -32,9 +36,10 @@ generator's training on *current* features is not replay and is left out for eve
 replay memory per run (raw: what the
 examples would take as uint8 pixels + an int32 label — plax itself keeps only their indices into
 the on-device data set; features and generative: the bytes of the state they keep). Saves
-``docs/latent-replay-digits.png`` (``--setting task``: ``docs/latent-replay-digits-task.png``).
+``docs/latent-replay-<dataset>.png`` (``--setting task``: ``...-task.png``).
 
-    .venv/bin/python bench/latent_replay.py [--seeds 5] [--capacity 200] [--setting class|task]
+    .venv/bin/python bench/latent_replay.py [--dataset digits|fashion_mnist|mnist] [--seeds 5]
+        [--capacity N (default 200 digits, 1000 otherwise)] [--setting class|task]
 """
 from __future__ import annotations
 
@@ -62,11 +67,18 @@ from experiments.registry import build, from_preset  # noqa: E402
 from metrics.continual import bootstrap_ci  # noqa: E402
 
 
-def methods(capacity: int, seeds: int, setting: str = "class") -> dict:
-    base = from_preset("split-digits-latent", seeds=seeds, mode="sweep", replay_capacity=0,
-                       latent_layer=0, setting=setting)
+# The stream and network of each data set: a preset, and its input size in pixels.
+TITLES = {"digits": "digits", "fashion_mnist": "Fashion-MNIST", "mnist": "MNIST"}
+STREAMS = {"digits": ("split-digits-latent", 64), "fashion_mnist": ("split-mnist-bir", 784),
+           "mnist": ("split-mnist-bir", 784)}
+
+
+def methods(capacity: int, seeds: int, setting: str = "class", dataset: str = "digits") -> dict:
+    preset, pixels = STREAMS[dataset]
+    base = from_preset(preset, dataset=dataset, seeds=seeds, mode="sweep", replay_capacity=0,
+                       latent_layer=0, latent_replay="stored", setting=setting)
     feature_bytes = base.hidden[0] * 4 + 4 + 10   # float32 features, int32 label, bool mask
-    raw_bytes = 64 + 4                             # 8×8 uint8 pixels, int32 label
+    raw_bytes = pixels + 4                         # uint8 pixels, int32 label
     equal = max(1, capacity * raw_bytes // feature_bytes)
     r = dataclasses.replace
     return {
@@ -86,7 +98,7 @@ def methods(capacity: int, seeds: int, setting: str = "class") -> dict:
 
 def replay_mflop(cfg, name: str) -> float:
     """Analytic replay FLOPs per step of one seed (see the module docstring)."""
-    widths = [64, *cfg.hidden, 10]
+    widths = [STREAMS[cfg.dataset][1], *cfg.hidden, 10]
 
     def f(ws):
         return 2 * sum(a * b for a, b in zip(ws[:-1], ws[1:]))
@@ -124,7 +136,7 @@ def replay_mflop(cfg, name: str) -> float:
 
 def memory_per_run(exp, cfg) -> int:
     if cfg.latent_layer == 0:
-        return cfg.replay_capacity * (64 + 4)
+        return cfg.replay_capacity * (STREAMS[cfg.dataset][1] + 4)
     carry, _ = jax.eval_shape(exp.train.init, run_keys([0])[0],
                               jax.tree.map(lambda a: a[0], exp.hparams), exp.tasks.data,
                               exp.tasks.params)
@@ -139,23 +151,29 @@ def seen_task_curve(table):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", choices=tuple(STREAMS), default="digits")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--capacity", type=int, default=200)
+    parser.add_argument("--capacity", type=int, default=None,
+                        help="stored examples / features (default 200 digits, 1000 otherwise)")
     parser.add_argument("--setting", choices=("class", "task"), default="class",
                         help="class: one head (class-IL); task: logits masked to each row's "
                         "task (task-IL)")
-    parser.add_argument("--plot", default=None, help="default: docs/latent-replay-digits.png, "
-                        "docs/latent-replay-digits-task.png with --setting task")
+    parser.add_argument("--plot", default=None, help="default: docs/latent-replay-<dataset>"
+                        ".png, docs/latent-replay-<dataset>-task.png with --setting task")
     args = parser.parse_args()
-    args.plot = args.plot or str(ROOT / "docs" / ("latent-replay-digits.png" if args.setting
-                                                  == "class" else "latent-replay-digits-task.png"))
+    args.capacity = args.capacity or (200 if args.dataset == "digits" else 1000)
+    slug = args.dataset.replace("_", "-")
+    args.plot = args.plot or str(ROOT / "docs" / (f"latent-replay-{slug}.png" if args.setting
+                                                  == "class" else f"latent-replay-{slug}-task.png"))
+    title = f"Split {TITLES[args.dataset]}"
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}, {os.cpu_count()} CPUs; "
-          f"Split digits {args.setting}-IL, 5 tasks × 2 classes, {args.seeds} seeds vmapped")
+          f"{title} {args.setting}-IL, 5 tasks × 2 classes, {args.seeds} seeds vmapped, "
+          f"capacity {args.capacity}")
     table = Table(["method", "acc_avg mean [95% CI]", "acc_avg IQM", "forgetting_max mean "
                    "[95% CI]", "forgetting_max IQM", "s/task", "compile s",
                    "replay MFLOP/step", "replay memory/run"])
     curves, finals, flops = {}, {}, {}
-    for name, cfg in methods(args.capacity, args.seeds, args.setting).items():
+    for name, cfg in methods(args.capacity, args.seeds, args.setting, args.dataset).items():
         exp = build(cfg)
         start = time.perf_counter()
         batches = plan(exp)
@@ -182,12 +200,13 @@ def main() -> None:
             print(f"{name}: {value:.2f} replay MFLOP/step against generative's "
                   f"{flops['generative']:.2f} at hidden/0 every step: "
                   f"{1 - value / flops['generative']:.0%} saved")
-    plot(curves, finals, args.plot, from_preset("split-digits-latent").steps_per_task,
-         args.setting)
+    plot(curves, finals, args.plot, from_preset(STREAMS[args.dataset][0]).steps_per_task,
+         args.setting, title)
     print(f"plot: {args.plot}")
 
 
-def plot(curves, finals, path, steps_per_task, setting: str = "class") -> None:
+def plot(curves, finals, path, steps_per_task, setting: str = "class",
+         title: str = "Split digits") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -206,7 +225,7 @@ def plot(curves, finals, path, steps_per_task, setting: str = "class") -> None:
     for b in range(1, math.ceil(steps.max() / steps_per_task)):
         ax.axvline(b * steps_per_task, color="0.85", lw=0.8, zorder=0)
     ax.set(xlabel="gradient step", ylabel="mean accuracy on the tasks seen so far",
-           title=f"Split digits, {setting}-incremental", ylim=(0, 1.02))
+           title=f"{title}, {setting}-incremental", ylim=(0, 1.02))
     bx.set(xlabel="task (2 classes each)", ylabel="accuracy after the last task",
            title="final accuracy per task (mean ± sd over seeds)", ylim=(0, 1.02))
     ax.legend(fontsize=7, loc="lower left")

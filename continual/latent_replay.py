@@ -60,6 +60,11 @@ whole network — the only representation learning the lower layers get when fro
   optimizer computed, not the gradient: Adam is invariant to a gradient scale). Stored features
   then *age* slowly (Pellegrini et al. §3), in exchange for a representation that keeps adapting.
 
+**Pre-trained lower layers** (``lower_init``, the brain-inspired-replay protocol: a
+convolutional stem pre-trained on another data set, CIFAR-10 for Split CIFAR-100): the network
+starts from them (:func:`start_lower`, by parameter name) and they are held from the *first*
+step, so no task of the stream trains them and the first task's features do not age either.
+
 The features of the first task enter the reservoir while the lower layers still learn, so the
 first task's stored features are the most aged ones (computed by the lower layers of the step
 they were seen at); a generator trained on them has the same lag, and it keeps training on the
@@ -78,7 +83,7 @@ from continual.classifier import Learner, TrainState, make_classifier, mask_logi
 from continual.feature_vae import make_feature_vae, make_level_vae
 from continual.network_cut import Cut
 from continual.optimizers import HParams, make_transform
-from plasticity.networks import Network, layer_params
+from plasticity.networks import Network, _path_names, layer_params
 from tasks.base import Batch
 
 LOWER = ("freeze", "slow")
@@ -106,11 +111,35 @@ class GenerativeMemory(NamedTuple):
     tasks_done: jax.Array     # int32
 
 
-def lower_scale(tasks_done: jax.Array, lower: str, slow: float) -> jax.Array:
+def lower_scale(tasks_done: jax.Array, lower: str, slow: float,
+                pretrained: bool = False) -> jax.Array:
     """The factor on the lower layers' updates: 1 during the first task, then 0 (``freeze``)
-    or ``slow``."""
+    or ``slow``; with ``pretrained`` lower layers, 0 or ``slow`` from the first step."""
     after = 0.0 if lower == "freeze" else slow
-    return jnp.where(tasks_done > 0, after, 1.0)
+    return jnp.asarray(after) if pretrained else jnp.where(tasks_done > 0, after, 1.0)
+
+
+def start_lower(params: Any, pretrained: dict[str, Any] | None, mask: Any) -> Any:
+    """``params`` with every lower (``mask``-ed) leaf replaced by the pre-trained leaf of the
+    same name (``"conv/0/kernel"``: :func:`plasticity.networks.param_names`); ``None`` leaves
+    ``params`` as they are. A lower leaf the pre-trained network lacks, or has in another shape,
+    is an error naming it (the networks below the cut must be the same)."""
+    if pretrained is None:
+        return params
+
+    def pick(path, leaf, lower):
+        if not lower:
+            return leaf
+        name = "/".join(_path_names(path))
+        donor = pretrained.get(name)
+        if donor is None or tuple(donor.shape) != tuple(leaf.shape):
+            found = "absent" if donor is None else f"shape {tuple(donor.shape)}"
+            raise ValueError(f"pre-trained lower layers: {name} {found} there, shape "
+                             f"{tuple(leaf.shape)} here (the layers below the cut must be the "
+                             f"same network)")
+        return jnp.asarray(donor, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(pick, params, mask)
 
 
 def hold_lower(old: Any, new: Any, mask: Any, scale: jax.Array) -> Any:
@@ -119,6 +148,18 @@ def hold_lower(old: Any, new: Any, mask: Any, scale: jax.Array) -> Any:
     # scale 1 returns ``new`` itself (o + 1·(n − o) may round differently from n).
     return jax.tree.map(lambda o, n, m: jnp.where(scale == 1, n, o + scale * (n - o)) if m
                         else n, old, new, mask)
+
+
+def _with_lower_init(base: Learner, cut: Cut, lower_init: dict[str, Any] | None) -> Learner:
+    """``base`` starting from pre-trained lower layers (:func:`start_lower`), if given."""
+    if lower_init is None:
+        return base
+
+    def init(key: jax.Array, hparams: HParams) -> TrainState:
+        state = base.init(key, hparams)
+        return state._replace(params=start_lower(state.params, lower_init,
+                                                 cut.lower_mask(state.params)))
+    return base._replace(init=init)
 
 
 def _check(lower: str, slow: float, replay_batch: int) -> None:
@@ -160,7 +201,8 @@ def _row_masks(batch: Batch) -> jax.Array:
 def make_feature_replay(network: Network, cut: Cut, optimizer: str, *, num_classes: int,
                         capacity: int, replay_batch: int, setting: str = "class",
                         regularizer: str = "none", lower: str = "freeze", slow: float = 0.1,
-                        optimizer_stats: Callable | None = None) -> Learner:
+                        optimizer_stats: Callable | None = None,
+                        lower_init: dict[str, Any] | None = None) -> Learner:
     """Stored-feature latent replay (Pellegrini et al. 2020; see the module docstring).
 
     Every update trains on the loop's batch (current examples, through the whole network) plus
@@ -172,7 +214,8 @@ def make_feature_replay(network: Network, cut: Cut, optimizer: str, *, num_class
     each with its row's task mask.
     """
     _check(lower, slow, replay_batch)
-    base = make_classifier(network, optimizer, setting=setting, regularizer=regularizer)
+    base = _with_lower_init(make_classifier(network, optimizer, setting=setting,
+                                            regularizer=regularizer), cut, lower_init)
     buffer = replay.make_buffer(capacity)
     example = {"h": jnp.zeros(cut.feature_shape), "y": jnp.zeros((), jnp.int32),
                "mask": jnp.zeros((num_classes,), bool)}
@@ -192,8 +235,9 @@ def make_feature_replay(network: Network, cut: Cut, optimizer: str, *, num_class
             return feature_replay_loss(cut, params, batch, old, has_old, setting)
 
         (loss, (acc, h)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        scale = lower_scale(mem.tasks_done, lower, slow, lower_init is not None)
         state, info = _apply_update(state, grads, hparams, k_tx, optimizer, regularizer, cut,
-                                    lower_scale(mem.tasks_done, lower, slow), optimizer_stats)
+                                    scale, optimizer_stats)
         # Each row is stored with its own task's classes: the mask it is replayed with.
         items = {"h": jax.lax.stop_gradient(h), "y": batch.y, "mask": _row_masks(batch)}
         mem = mem._replace(buffer=buffer.add(mem.buffer, items, k_add))
@@ -237,7 +281,8 @@ def make_generative_replay(network: Network, cut: Cut, optimizer: str, *, num_cl
                            replay_batch: int, setting: str = "class", regularizer: str = "none",
                            lower: str = "freeze", slow: float = 0.1, vae_hidden: int = 256,
                            vae_latent: int = 32, temperature: float = 2.0,
-                           optimizer_stats: Callable | None = None) -> Learner:
+                           optimizer_stats: Callable | None = None,
+                           lower_init: dict[str, Any] | None = None) -> Learner:
     """Generative internal replay (brain-inspired replay, van de Ven et al. 2020; see the module
     docstring).
 
@@ -256,7 +301,8 @@ def make_generative_replay(network: Network, cut: Cut, optimizer: str, *, num_cl
     """
     _check(lower, slow, replay_batch)
     _check_temperature(temperature)
-    base = make_classifier(network, optimizer, setting=setting, regularizer=regularizer)
+    base = _with_lower_init(make_classifier(network, optimizer, setting=setting,
+                                            regularizer=regularizer), cut, lower_init)
     vae = make_feature_vae(cut.feature_shape, num_classes, hidden=vae_hidden, latent=vae_latent)
     init = _generative_init(base, vae.init, num_classes)
 
@@ -279,8 +325,9 @@ def make_generative_replay(network: Network, cut: Cut, optimizer: str, *, num_cl
             return w_cur * ce + w_rep * kd, (acc, h)
 
         (loss, (acc, h)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        scale = lower_scale(mem.tasks_done, lower, slow, lower_init is not None)
         state, info = _apply_update(state, grads, hparams, k_tx, optimizer, regularizer, cut,
-                                    lower_scale(mem.tasks_done, lower, slow), optimizer_stats)
+                                    scale, optimizer_stats)
         h = jax.lax.stop_gradient(h)
 
         def vae_loss(vp):
@@ -439,7 +486,8 @@ def make_progressive_replay(network: Network, cuts: tuple[Cut, ...], optimizer: 
                             setting: str = "class", regularizer: str = "none",
                             lower: str = "freeze", slow: float = 0.1, vae_hidden: int = 256,
                             vae_latent: int = 32, temperature: float = 2.0,
-                            optimizer_stats: Callable | None = None) -> Learner:
+                            optimizer_stats: Callable | None = None,
+                            lower_init: dict[str, Any] | None = None) -> Learner:
     """Progressive latent replay (Pawlak, Szatkowski, Bortkiewicz, Dubiński & Trzciński 2022,
     "Progressive latent replay for efficient generative rehearsal", ICONIP; arXiv 2207.01562).
 
@@ -496,7 +544,8 @@ def make_progressive_replay(network: Network, cuts: tuple[Cut, ...], optimizer: 
         raise ValueError(f"progressive replay needs strictly increasing levels, got {levels}")
     periods = tuple(periods)
     _check_periods(levels, periods)
-    base = make_classifier(network, optimizer, setting=setting, regularizer=regularizer)
+    base = _with_lower_init(make_classifier(network, optimizer, setting=setting,
+                                            regularizer=regularizer), cuts[0], lower_init)
     vae = make_level_vae([c.feature_shape for c in cuts], num_classes, hidden=vae_hidden,
                          latent=vae_latent)
     init = _generative_init(base, vae.init, num_classes)
@@ -540,8 +589,9 @@ def make_progressive_replay(network: Network, cuts: tuple[Cut, ...], optimizer: 
             return w_cur * ce + w_rep * kd, (acc, hs)
 
         (loss, (acc, hs)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        scale = lower_scale(mem.tasks_done, lower, slow, lower_init is not None)
         state, info = _apply_update(state, grads, hparams, k_tx, optimizer, regularizer, bottom,
-                                    lower_scale(mem.tasks_done, lower, slow), optimizer_stats)
+                                    scale, optimizer_stats)
         hs = tuple(jax.lax.stop_gradient(h) for h in hs)
 
         def vae_loss(vp):

@@ -178,10 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "Offline, --from DIR converts the data set's own distribution files "
                     "instead, with neither: MNIST / Fashion-MNIST as their four IDX files "
                     "(train-images-idx3-ubyte[.gz], ...; Debian's dataset-fashion-mnist "
-                    "package has them in /usr/share/datasets/fashion-mnist), CIFAR-100 as the "
-                    "extracted cifar-100-binary or cifar-100-python tarball. Reading the "
+                    "package has them in /usr/share/datasets/fashion-mnist), CIFAR-10 / CIFAR-100 "
+                    "as an extracted binary or python tarball. Reading the "
                     "prepared files later needs nothing extra.")
-    prep.add_argument("name", help="mnist, fashion_mnist or cifar100")
+    prep.add_argument("name", help="mnist, fashion_mnist, cifar10 or cifar100")
     prep.add_argument("--data-dir", help="target directory (default $PLAX_DATA_DIR or "
                                          "~/tensorflow_datasets)")
     prep.add_argument("--from", dest="source", metavar="DIR",

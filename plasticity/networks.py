@@ -395,6 +395,13 @@ def _path_names(path) -> list[str]:
             if hasattr(k, "key") or hasattr(k, "idx")]
 
 
+def param_names(params: Any) -> dict[str, Any]:
+    """Every parameter leaf by its path joined with ``/`` (``"conv/0/kernel"``,
+    ``"hidden/1/bias"``): names that match across networks whose layers match."""
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    return {"/".join(_path_names(path)): leaf for path, leaf in flat}
+
+
 def _layer_names(path, leaf) -> list[tuple[str, str, int | None]]:
     """``(layer, leaf name, index into the stack axis or None)`` of every layer a parameter
     leaf holds: one for a plain leaf, one per copy for a stacked one."""

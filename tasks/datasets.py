@@ -4,7 +4,7 @@ Images stay ``uint8`` (4× smaller on device than float32); the compiled program
 with :func:`normalize`. Sources:
 
 * ``digits``: scikit-learn's bundled 8×8 digits (offline; the embedded default),
-* ``mnist``, ``fashion_mnist``, ``cifar100``: TensorFlow Datasets, read from prepared
+* ``mnist``, ``fashion_mnist``, ``cifar10``, ``cifar100``: TensorFlow Datasets, read from prepared
   array_record files with ``tfds.data_source`` (see :mod:`tasks.tfds_source`),
 * ``synthetic``: small generated class-conditional data for tests.
 """
@@ -15,7 +15,7 @@ import numpy as np
 from tasks.images import Dataset, make_dataset
 
 
-DATASETS = ("digits", "synthetic", "mnist", "fashion_mnist", "cifar100")
+DATASETS = ("digits", "synthetic", "mnist", "fashion_mnist", "cifar10", "cifar100")
 
 
 def digits(test_fraction: float = 0.2, seed: int = 0) -> Dataset:
@@ -62,7 +62,7 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
         return digits()
     if name == "synthetic":
         return synthetic()
-    if name in ("mnist", "fashion_mnist", "cifar100"):
+    if name in ("mnist", "fashion_mnist", "cifar10", "cifar100"):
         from tasks import tfds_source
 
         return tfds_source.load_tfds(name, data_dir or tfds_source.default_data_dir())

@@ -7,9 +7,11 @@ user already has them (a cluster's shared copy, a manual download, a system pack
   ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``, gzipped
   or not (Debian's ``dataset-fashion-mnist`` package installs them in
   ``/usr/share/datasets/fashion-mnist``);
-* ``cifar100`` — the extracted ``cifar-100-binary`` tarball (``train.bin``, ``test.bin``: what
-  TFDS itself downloads) or ``cifar-100-python`` (the ``train`` and ``test`` pickles), either
-  that folder or the one holding it.
+* ``cifar10``, ``cifar100`` — an extracted tarball, binary (what TFDS itself downloads:
+  ``cifar-10-batches-bin`` with ``data_batch_{1..5}.bin`` and ``test_batch.bin``;
+  ``cifar-100-binary`` with ``train.bin`` and ``test.bin``) or python (``cifar-10-batches-py``,
+  ``cifar-100-python``: the same names without ``.bin``, pickles), that folder or the one
+  holding it.
 
 The examples go through TFDS' own stock builder — its features, name and version — with only
 the example generator replaced, so the array_record files and ``dataset_info.json`` are the ones
@@ -32,7 +34,12 @@ from tasks import tfds_source
 
 IDX_FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
-CIFAR100_FOLDERS = ("cifar-100-binary", "cifar-100-python")
+# Per CIFAR data set: the tarball folders, each split's files (without .bin), label bytes.
+CIFAR = {"cifar10": (("cifar-10-batches-bin", "cifar-10-batches-py"),
+                     {"train": tuple(f"data_batch_{i}" for i in range(1, 6)),
+                      "test": ("test_batch",)}, 1),
+         "cifar100": (("cifar-100-binary", "cifar-100-python"),
+                      {"train": ("train",), "test": ("test",)}, 2)}
 _IDX_UBYTE = 0x08
 
 
@@ -76,38 +83,45 @@ def read_idx_splits(folder) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return splits
 
 
-def _cifar_binary(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    # One record: coarse label byte, fine label byte, 3 × 32 × 32 channel-first pixels.
+def _cifar_binary(path: Path, label_bytes: int) -> tuple[np.ndarray, ...]:
+    # One record: the label bytes (CIFAR-100: coarse, fine), 3 × 32 × 32 channel-first pixels.
+    size = label_bytes + 3072
     records = np.fromfile(path, np.uint8)
-    if records.size % 3074:
-        raise ValueError(f"{path} is not a CIFAR-100 binary file (size not a multiple of 3074)")
-    records = records.reshape(-1, 3074)
-    images = records[:, 2:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return images, records[:, 1].astype(np.int64), records[:, 0].astype(np.int64)
+    if records.size % size:
+        raise ValueError(f"{path} is not a CIFAR binary file with {label_bytes} label byte(s) "
+                         f"(size not a multiple of {size})")
+    records = records.reshape(-1, size)
+    images = records[:, label_bytes:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+    labels = [records[:, i].astype(np.int64) for i in reversed(range(label_bytes))]
+    return (images, *labels)   # labels fine first
 
 
-def _cifar_python(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _cifar_python(path: Path, label_bytes: int) -> tuple[np.ndarray, ...]:
     with open(path, "rb") as f:
         batch = pickle.load(f, encoding="bytes")
     images = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-    return (images, np.asarray(batch[b"fine_labels"], np.int64),
-            np.asarray(batch[b"coarse_labels"], np.int64))
+    keys = (b"labels",) if label_bytes == 1 else (b"fine_labels", b"coarse_labels")
+    return (images, *(np.asarray(batch[k], np.int64) for k in keys))
 
 
-def read_cifar100_splits(folder) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """``{"train": (images [N, 32, 32, 3], fine [N], coarse [N]), "test": ...}`` from an
-    extracted CIFAR-100 tarball (binary or python version)."""
+def read_cifar_splits(name: str, folder) -> dict[str, tuple[np.ndarray, ...]]:
+    """``{"train": (images [N, 32, 32, 3], labels [N], (cifar100) coarse labels [N]), "test":
+    ...}`` from an extracted CIFAR-10 / CIFAR-100 tarball (binary or python version)."""
+    folders, files, label_bytes = CIFAR[name]
     folder = Path(os.path.expanduser(os.fspath(folder)))
-    for candidate in (folder, *(folder / name for name in CIFAR100_FOLDERS)):
-        if all((candidate / f"{s}.bin").is_file() for s in tfds_source.SPLITS):
-            return {s: _cifar_binary(candidate / f"{s}.bin") for s in tfds_source.SPLITS}
-        if all((candidate / s).is_file() for s in tfds_source.SPLITS):
-            return {s: _cifar_python(candidate / s) for s in tfds_source.SPLITS}
+    for candidate in (folder, *(folder / sub for sub in folders)):
+        for suffix, read in ((".bin", _cifar_binary), ("", _cifar_python)):
+            if all((candidate / (f + suffix)).is_file() for f in sum(files.values(), ())):
+                parts = {split: [read(candidate / (f + suffix), label_bytes) for f in names]
+                         for split, names in files.items()}
+                return {split: tuple(np.concatenate(a) for a in zip(*p))
+                        for split, p in parts.items()}
     found = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else "no such folder"
+    expected = ", ".join(sum(files.values(), ()))
     raise FileNotFoundError(
-        f"{folder} holds no CIFAR-100 files: expected train.bin and test.bin (cifar-100-binary) "
-        f"or the train and test pickles (cifar-100-python), there or in a {CIFAR100_FOLDERS} "
-        f"subfolder; found: {found}")
+        f"{folder} holds no {name} files: expected {expected} (with .bin: the binary version, "
+        f"without: the python pickles), there or in a subfolder {' or '.join(folders)}; "
+        f"found: {found}")
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -119,16 +133,14 @@ def _png(image: np.ndarray) -> bytes:
 
 
 def _records(name: str, split: str, arrays: tuple) -> Iterator[dict]:
-    if name == "cifar100":
-        images, fine, coarse = arrays
-        for i, (image, y, c) in enumerate(zip(images, fine, coarse)):
-            # The stock builder's id: "<split>_<index in the file>".
-            yield {"id": f"{split}_{i:05d}", "image": _png(image), "label": int(y),
-                   "coarse_label": int(c)}
-    else:
-        images, labels = arrays
-        for image, y in zip(images, labels):
-            yield {"image": _png(image), "label": int(y)}
+    images, labels, *coarse = arrays
+    for i, (image, y) in enumerate(zip(images, labels)):
+        record = {"image": _png(image), "label": int(y)}
+        if name in CIFAR:   # the stock builders' id: "<split>_<index in the files>"
+            record["id"] = f"{split}_{i:05d}"
+        if coarse:
+            record["coarse_label"] = int(coarse[0][i])
+        yield record
 
 
 def write_prepared(builder_name: str, data_dir, splits: dict) -> None:
@@ -151,7 +163,7 @@ def write_prepared(builder_name: str, data_dir, splits: dict) -> None:
 
 
 def prepare_from_files(name: str, source, data_dir=None) -> Path:
-    """Writes ``name`` (mnist, fashion_mnist, cifar100) from its distribution files in
+    """Writes ``name`` (mnist, fashion_mnist, cifar10, cifar100) from its distribution files in
     ``source`` as array_record files under ``data_dir``; no download, no TensorFlow. A data set
     already prepared there is left as it is. Returns the version directory."""
     builder = tfds_source._builder_name(name)
@@ -163,7 +175,7 @@ def prepare_from_files(name: str, source, data_dir=None) -> Path:
         raise
     except tfds_source.DatasetNotPreparedError:
         pass
-    arrays = read_cifar100_splits(source) if name == "cifar100" else read_idx_splits(source)
+    arrays = read_cifar_splits(name, source) if name in CIFAR else read_idx_splits(source)
     write_prepared(builder, data_dir, {split: _records(name, split, a)
                                        for split, a in arrays.items()})
     return tfds_source.find_prepared(name, data_dir)

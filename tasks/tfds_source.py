@@ -25,7 +25,8 @@ import numpy as np
 from tasks.images import Dataset, make_dataset
 
 # Our name -> TFDS builder name.
-TFDS_NAMES = {"mnist": "mnist", "fashion_mnist": "fashion_mnist", "cifar100": "cifar100"}
+TFDS_NAMES = {"mnist": "mnist", "fashion_mnist": "fashion_mnist", "cifar10": "cifar10",
+              "cifar100": "cifar100"}
 
 
 class FeatureKeys(NamedTuple):
@@ -39,6 +40,7 @@ class FeatureKeys(NamedTuple):
 TFDS_FEATURES = {
     "mnist": FeatureKeys("image", "label"),
     "fashion_mnist": FeatureKeys("image", "label"),
+    "cifar10": FeatureKeys("image", "label"),
     "cifar100": FeatureKeys("image", "label", ("coarse_label",)),
 }
 

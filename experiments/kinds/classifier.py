@@ -6,6 +6,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
+import jax
 import numpy as np
 
 from continual.classifier import SETTINGS, make_classifier
@@ -13,11 +14,13 @@ from continual.interventions import InterventionSpec, make_intervention, with_in
 from continual.latent_replay import (LOWER, METHODS, make_feature_replay, make_generative_replay,
                                      make_progressive_replay, progressive_periods)
 from continual.loop import LoopSpec, make_train
+from continual.optimizers import HParams
 from continual.network_cut import CUTTABLE, cut_levels, cut_network, cut_points
 from experiments.config import ConfigBase, ConfigError, option
 from experiments.experiment import Experiment, Kind, hparams_of, run_table
 from metrics import hooks
-from plasticity.networks import ITERATIVE_NETWORKS, Network, layer_order, make_network
+from plasticity.networks import (ITERATIVE_NETWORKS, Network, layer_order, make_network,
+                                 param_names)
 from tasks.datasets import DATASETS, load_dataset
 from tasks.supervised import FAMILIES, make_stream
 
@@ -60,6 +63,11 @@ class ClassifierConfig(ConfigBase):
     latent_lower: str = option("freeze", "the layers below latent_layer after the first task: "
                                "freeze, or slow (their updates × latent_slow)", LOWER)
     latent_slow: float = option(0.1, "latent_lower=slow: factor on the lower layers' updates")
+    stem_from: str = option("", "latent_layer >= 1: start the layers below latent_layer from "
+                            "a pre-training run's network (RUN_DIR of a classifier run saved "
+                            "with --snapshots, its first run at its last visit) and hold them "
+                            "from the first step: brain-inspired replay's pre-trained conv "
+                            "stem (e.g. the cifar10-stem preset for split-cifar100-bir)")
     vae_hidden: int = option(256, "generative latent replay: hidden width of the VAE's encoder "
                              "and decoder")
     vae_latent: int = option(32, "generative latent replay: VAE latent size")
@@ -159,6 +167,9 @@ class ClassifierConfig(ConfigBase):
         if self.latent_layer < 0:
             raise ConfigError(f"latent_layer must be >= 0, got {self.latent_layer}")
         if self.latent_layer == 0:
+            if self.stem_from:
+                raise ConfigError("stem_from starts the layers below latent_layer from a "
+                                  "pre-trained network: set latent_layer >= 1")
             if self.latent_replay in ("generative", "progressive"):
                 raise ConfigError(f"latent_replay={self.latent_replay} needs latent_layer >= 1 "
                                   f"(generated features of a hidden layer; raw generative "
@@ -300,11 +311,19 @@ PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
         dict(SPLIT_MNIST_CLASS, latent_layer=1, latent_replay="progressive",
              progressive_base=2),
     ),
+    "cifar10-stem": (
+        "pre-training for split-cifar100-bir's conv stem, brain-inspired replay's first step: "
+        "its network on all of CIFAR-10 (one task, 10 classes), 5,000 steps, 1 seed; run "
+        "with --snapshots --out DIR, then split-cifar100-bir --stem-from DIR; for a GPU",
+        dict(SPLIT_CIFAR_CLASS, dataset="cifar10", num_tasks=1, steps_per_task=5000,
+             log_every=500, seeds=1),
+    ),
     "split-cifar100-bir": (
         "generative internal replay on class-incremental Split CIFAR-100, 10 tasks × 10 "
         "classes (--num-tasks 20 --classes-per-task 5 for 20 × 5): CNN 32-64 + dense "
         "256-256, features replayed after the conv stem (it trains on the first task, then "
-        "freezes; brain-inspired replay pre-trains it on CIFAR-10 instead), for a GPU",
+        "freezes; --stem-from a cifar10-stem run instead starts it pre-trained and frozen, "
+        "as brain-inspired replay), for a GPU",
         dict(SPLIT_CIFAR_CLASS, latent_layer=2, latent_replay="generative"),
     ),
     "split-cifar100-progressive": (
@@ -355,6 +374,7 @@ def build(cfg: ClassifierConfig) -> Experiment:
                                                             steps=cfg.eval_think_steps))
                     if cfg.network in ITERATIVE_NETWORKS and cfg.eval_think_steps else None)
     diagnostics = hooks.parse_metrics(cfg.metrics, tau=cfg.dormant_tau)
+    stem = pretrained_stem(cfg.stem_from) if cfg.stem_from else None
 
     def make_learner(optimizer_stats=None):
         if not cfg.latent_layer:
@@ -366,7 +386,7 @@ def build(cfg: ClassifierConfig) -> Experiment:
                           layer_norm=cfg.layer_norm)
         common = dict(num_classes=tasks.num_classes, replay_batch=cfg.replay_batch,
                       setting=cfg.setting, regularizer=cfg.regularizer, lower=cfg.latent_lower,
-                      slow=cfg.latent_slow, optimizer_stats=optimizer_stats)
+                      slow=cfg.latent_slow, optimizer_stats=optimizer_stats, lower_init=stem)
         if cfg.latent_replay == "stored":
             return make_feature_replay(network, cut, cfg.optimizer,
                                        capacity=cfg.replay_capacity, **common)
@@ -383,6 +403,11 @@ def build(cfg: ClassifierConfig) -> Experiment:
                                       temperature=cfg.distill_temperature, **common)
 
     learner = make_learner()
+    if stem is not None:   # a stem that does not fit fails here, before anything compiles
+        try:
+            jax.eval_shape(learner.init, jax.random.key(0), HParams.defaults())
+        except ValueError as err:
+            raise ConfigError(f"stem_from {cfg.stem_from}: {err}") from None
     stats_update = (make_learner(hooks.optimizer_stats).update if diagnostics.optimization
                     else None)
     diagnose = hooks.make_diagnose(diagnostics.probes, cfg.activation)
@@ -401,6 +426,18 @@ def build(cfg: ClassifierConfig) -> Experiment:
     train = make_train(spec, learner, tasks, diagnose, intervention, stats_update)
     runs = run_table(cfg)
     return Experiment(cfg, tasks, train, runs, hparams_of(runs), spec, progress)
+
+
+def pretrained_stem(run_dir: str) -> dict[str, Any]:
+    """The network parameters of ``run_dir``'s first run at the end of its last task visit, by
+    name (``"conv/0/kernel"``), for :func:`continual.latent_replay.start_lower`: the layers
+    below the cut are taken from them (the rest of that network, e.g. a 10-class head, is not
+    used). One pre-trained stem for every run, as brain-inspired replay pre-trains one."""
+    from experiments import pretrained
+
+    pre = pretrained.load(run_dir, KIND)
+    params = jax.device_get(pre.state.state.params)
+    return {name: np.asarray(leaf)[0] for name, leaf in param_names(params).items()}
 
 
 KIND = Kind("classifier", "supervised", "supervised presets", ClassifierConfig, PRESETS, build,

@@ -14,15 +14,17 @@ import pytest
 
 from continual.feature_vae import make_feature_vae, make_level_vae
 from continual.latent_replay import (GenerativeMemory, distillation, feature_replay_loss,
-                                     hold_lower, lower_scale, progressive_periods, replay_fires,
-                                     replay_distillation)
+                                     hold_lower, lower_scale, make_feature_replay,
+                                     progressive_periods, replay_fires, replay_distillation,
+                                     start_lower)
+from continual.optimizers import HParams
 from continual.network_cut import cut_levels, cut_network, cut_points
 from continual.runner import run_keys
 from experiments.config import ConfigError
 from experiments.kinds.classifier import PRESETS
 from experiments.kinds.classifier import ClassifierConfig as Config
 from experiments.registry import build, from_preset
-from plasticity.networks import layer_params, make_network
+from plasticity.networks import layer_params, make_network, param_names
 from tasks.base import Batch
 from tasks.schedule import parse
 
@@ -151,6 +153,36 @@ def test_lower_layers_learn_in_the_first_task_then_freeze_or_slow_down():
     np.testing.assert_array_equal(held["b"], new["b"])
     np.testing.assert_allclose(hold_lower(old, new, mask, jnp.float32(0.5))["a"], [1.15, 2.35])
     np.testing.assert_array_equal(hold_lower(old, new, mask, jnp.float32(1.0))["a"], new["a"])
+
+
+def test_pretrained_lower_layers_start_from_the_donor_and_stay_put_from_the_first_step():
+    assert float(lower_scale(jnp.int32(0), "freeze", 0.1, pretrained=True)) == 0.0
+    assert float(lower_scale(jnp.int32(0), "slow", 0.25, pretrained=True)) == 0.25
+    hidden = (16, 16)
+    net = make_network("mlp", SHAPE, 10, hidden=hidden)
+    cut = cut_network("mlp", SHAPE, 10, 1, hidden=hidden)
+    # The donor: another network with the same first layer and a 3-class head.
+    donor = {k: np.asarray(v) for k, v in param_names(make_network(
+        "mlp", SHAPE, 3, hidden=hidden).init(jax.random.key(7))).items()}
+    learner = make_feature_replay(net, cut, "adam", num_classes=10, capacity=8, replay_batch=4,
+                                  lower_init=donor)
+    state = jax.jit(learner.init)(jax.random.key(0), HParams.defaults())
+    mine = param_names(state.params)
+    for name in ("hidden/0/kernel", "hidden/0/bias"):
+        np.testing.assert_array_equal(mine[name], donor[name])
+    assert not np.array_equal(mine["hidden/1/kernel"], donor["hidden/1/kernel"])
+    assert mine["out/kernel"].shape == (16, 10)
+    update = jax.jit(learner.update)
+    batch = Batch(jax.random.normal(jax.random.key(1), (8, *SHAPE)), jnp.arange(8) % 2,
+                  jnp.ones(10, bool), jnp.ones(8))
+    for i in range(3):   # first task (no boundary yet): the pre-trained layer is held anyway
+        state, _ = update(state, batch, HParams.defaults(), jax.random.key(10 + i))
+    after = param_names(state.params)
+    np.testing.assert_array_equal(after["hidden/0/kernel"], donor["hidden/0/kernel"])
+    assert not np.array_equal(after["hidden/1/kernel"], mine["hidden/1/kernel"])
+    wide = dict(donor, **{"hidden/0/kernel": np.zeros((64, 20), np.float32)})
+    with pytest.raises(ValueError, match=r"hidden/0/kernel shape \(64, 20\) there"):
+        start_lower(state.params, wide, cut.lower_mask(state.params))
 
 
 def test_distillation_is_zero_on_matching_logits_and_ignores_masked_classes():
@@ -509,12 +541,48 @@ def test_latent_replay_presets_validate(preset):
     assert cfg.latent_layer == 1 and cfg.setting == "class" and cfg.family == "split"
 
 
+@pytest.mark.slow
+def test_stem_from_a_pretraining_run_starts_the_conv_stem_there(tmp_path):
+    from experiments import cli, pretrained
+    from experiments.kinds.classifier import KIND
+
+    pre = tmp_path / "stem"
+    common = ["--network", "cnn", "--channels", "4", "--hidden", "16", "--seeds", "1",
+              "--batch-size", "16", "--eval-examples", "32", "--probe-examples", "8"]
+    assert cli.main(["run", "--dataset", "synthetic", "--family", "split", "--num-tasks", "1",
+                     "--classes-per-task", "10", "--steps-per-task", "20", "--log-every", "10",
+                     "--snapshots", "--out", str(pre), *common]) == 0
+    snapshot = param_names(jax.device_get(pretrained.load(pre, KIND).state.state.params))
+    cfg = Config(dataset="digits", family="split", num_tasks=2, classes_per_task=2,
+                 network="cnn", channels=(4,), hidden=(16,), latent_layer=1,
+                 replay_capacity=32, steps_per_task=10, log_every=10, batch_size=16,
+                 eval_examples=32, probe_examples=8, seeds=1, stem_from=str(pre))
+    exp = build(cfg)
+    carry, _ = jax.jit(exp.train.init)(run_keys([0])[0], jax.tree.map(lambda a: a[0],
+                                       exp.hparams), exp.tasks.data, exp.tasks.params)
+    mine = param_names(carry.state.params)
+    for name in ("conv/0/kernel", "conv/0/bias"):
+        np.testing.assert_array_equal(mine[name], np.asarray(snapshot[name])[0])
+    with pytest.raises(ConfigError, match=r"conv/0/(kernel|bias) shape"):
+        build(dataclasses.replace(cfg, channels=(8,)))
+    plain = tmp_path / "plain"
+    assert cli.main(["run", "--dataset", "synthetic", "--steps-per-task", "10", "--log-every",
+                     "10", "--num-tasks", "1", "--out", str(plain), *common]) == 0
+    with pytest.raises(ConfigError, match="--snapshots"):
+        build(dataclasses.replace(cfg, stem_from=str(plain)))
+    with pytest.raises(ConfigError, match="latent_layer >= 1"):
+        dataclasses.replace(cfg, latent_layer=0, replay_capacity=0).validate()
+
+
 @pytest.mark.parametrize("preset", ["split-cifar100-bir", "split-cifar100-progressive"])
 def test_cifar_latent_presets_replay_after_the_conv_stem(preset):
     cfg = from_preset(preset)
     assert cfg.network == "cnn" and cfg.latent_layer == len(cfg.channels) == 2
     assert (cfg.num_tasks, cfg.classes_per_task, cfg.setting) == (10, 10, "class")
     assert from_preset(preset, num_tasks=20, classes_per_task=5).num_tasks == 20
+    stem = from_preset("cifar10-stem")   # pre-trains exactly the stem this preset cuts behind
+    assert (stem.dataset, stem.num_tasks, stem.classes_per_task) == ("cifar10", 1, 10)
+    assert (stem.network, stem.channels, stem.latent_layer) == (cfg.network, cfg.channels, 0)
 
 
 # --------------------------------------------------------------------------------------------

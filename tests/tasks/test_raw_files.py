@@ -1,7 +1,7 @@
 """``plax data prepare NAME --from DIR``: data sets from their distribution files, offline.
 
 The files are written here byte by byte in their published formats (IDX: LeCun's MNIST page;
-CIFAR-100: the binary and python versions of Krizhevsky's tarball), prepared through TFDS'
+CIFAR-10 / CIFAR-100: the binary and python versions of Krizhevsky's tarballs), prepared through TFDS'
 stock builder and read back by the loader every run uses.
 """
 from __future__ import annotations
@@ -77,44 +77,58 @@ def test_idx_folder_prepares_and_loads_every_image_with_its_label(tmp_path, comp
                                         tmp_path / "tfds") == path
 
 
-def _cifar_splits(rng) -> dict:
-    return {split: (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-                    rng.integers(0, 100, n), rng.integers(0, 20, n))
-            for split, n in (("train", 6), ("test", 3))}
+def _cifar_splits(rng, name: str) -> dict:
+    classes = 100 if name == "cifar100" else 10
+    splits = {}
+    for split, n in (("train", 10), ("test", 3)):
+        labels = (rng.integers(0, classes, n),) + ((rng.integers(0, 20, n),)
+                                                   if name == "cifar100" else ())
+        splits[split] = (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), *labels)
+    return splits
 
 
-def _write_cifar_binary(folder, splits) -> None:
+def _files(name: str, split: str) -> list[tuple[str, slice]]:
+    """The tarball's file names of a split and the rows each holds (CIFAR-10: five train
+    batches)."""
+    if name == "cifar100":
+        return [(split, slice(None))]
+    if split == "test":
+        return [("test_batch", slice(None))]
+    return [(f"data_batch_{i + 1}", slice(2 * i, 2 * i + 2)) for i in range(5)]
+
+
+def _write_cifar(folder, name: str, splits, binary: bool) -> None:
     folder.mkdir(parents=True)
-    for split, (x, fine, coarse) in splits.items():
-        rows = [bytes([c, f]) + image.transpose(2, 0, 1).tobytes()   # channel-first planes
-                for image, f, c in zip(x, fine, coarse)]
-        (folder / f"{split}.bin").write_bytes(b"".join(rows))
+    for split, (x, *labels) in splits.items():
+        for file, rows in _files(name, split):
+            xs, ls = x[rows], [label[rows] for label in labels]
+            if binary:  # label bytes (CIFAR-100: coarse, then fine), channel-first planes
+                data = b"".join(bytes([int(lab[i]) for lab in reversed(ls)])
+                                + xs[i].transpose(2, 0, 1).tobytes() for i in range(len(xs)))
+                (folder / f"{file}.bin").write_bytes(data)
+            else:
+                keys = [b"labels"] if name == "cifar10" else [b"fine_labels", b"coarse_labels"]
+                batch = {b"data": xs.transpose(0, 3, 1, 2).reshape(len(xs), -1),
+                         **{k: list(map(int, lab)) for k, lab in zip(keys, ls)}}
+                (folder / file).write_bytes(pickle.dumps(batch))
 
 
-def _write_cifar_python(folder, splits) -> None:
-    folder.mkdir(parents=True)
-    for split, (x, fine, coarse) in splits.items():
-        batch = {b"data": x.transpose(0, 3, 1, 2).reshape(len(x), -1),
-                 b"fine_labels": list(map(int, fine)), b"coarse_labels": list(map(int, coarse))}
-        (folder / split).write_bytes(pickle.dumps(batch))
-
-
-@pytest.mark.parametrize("version", ["cifar-100-binary", "cifar-100-python"])
-def test_cifar100_tarball_folders_read_channels_last_with_both_labels(tmp_path, version):
-    splits = _cifar_splits(np.random.default_rng(1))
-    writer = _write_cifar_binary if version == "cifar-100-binary" else _write_cifar_python
-    writer(tmp_path / version, splits)
-    read = raw_files.read_cifar100_splits(tmp_path)   # the folder holding the extracted one
-    for split, (x, fine, coarse) in splits.items():
-        x_read, fine_read, coarse_read = read[split]
-        np.testing.assert_array_equal(x_read, x)
-        np.testing.assert_array_equal(fine_read, fine)
-        np.testing.assert_array_equal(coarse_read, coarse)
+@pytest.mark.parametrize("name,version", [
+    ("cifar10", "cifar-10-batches-bin"), ("cifar10", "cifar-10-batches-py"),
+    ("cifar100", "cifar-100-binary"), ("cifar100", "cifar-100-python")])
+def test_cifar_tarball_folders_read_channels_last_with_their_labels(tmp_path, name, version):
+    splits = _cifar_splits(np.random.default_rng(1), name)
+    _write_cifar(tmp_path / version, name, splits, binary=not version.endswith(("py", "python")))
+    read = raw_files.read_cifar_splits(name, tmp_path)   # the folder holding the extracted one
+    for split, arrays in splits.items():
+        assert len(read[split]) == len(arrays)
+        for got, want in zip(read[split], arrays):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_cifar100_binary_prepares_fine_and_coarse_labels(tmp_path):
-    splits = _cifar_splits(np.random.default_rng(2))
-    _write_cifar_binary(tmp_path / "cifar-100-binary", splits)
+    splits = _cifar_splits(np.random.default_rng(2), "cifar100")
+    _write_cifar(tmp_path / "cifar-100-binary", "cifar100", splits, binary=True)
     raw_files.prepare_from_files("cifar100", tmp_path / "cifar-100-binary", tmp_path / "tfds")
     fine, coarse = (load_tfds("cifar100", tmp_path / "tfds", label_key=k)
                     for k in ("label", "coarse_label"))
