@@ -315,7 +315,8 @@ def test_generative_replay_snapshots_the_classifier_and_generator_at_each_bounda
     assert np.isfinite(logs[-1]["train"]["generator_loss"]).all()
 
 
-@pytest.mark.parametrize("which", ["stored", "generative", "progressive"])
+@pytest.mark.parametrize("which", ["stored", "generative",
+                                   pytest.param("progressive", marks=pytest.mark.slow)])
 def test_one_compilation_serves_a_new_stream_of_the_same_shape(which, request):
     driven, _, logs = request.getfixturevalue(which)
     # The same classes in the reverse task order: a new stream of the same shape.
