@@ -169,12 +169,9 @@ def prepare_from_files(name: str, source, data_dir=None) -> Path:
     builder = tfds_source._builder_name(name)
     data_dir = os.path.expanduser(tfds_source.default_data_dir() if data_dir is None
                                   else os.fspath(data_dir))
-    try:
-        return tfds_source.find_prepared(name, data_dir)
-    except tfds_source.DatasetFormatError:
-        raise
-    except tfds_source.DatasetNotPreparedError:
-        pass
+    done = tfds_source.already_prepared(name, data_dir)
+    if done is not None:
+        return done
     arrays = read_cifar_splits(name, source) if name in CIFAR else read_idx_splits(source)
     write_prepared(builder, data_dir, {split: _records(name, split, a)
                                        for split, a in arrays.items()})

@@ -227,6 +227,18 @@ def load_tfds(name: str, data_dir=None, *, label_key: str | None = None) -> Data
     return make_dataset(name, x_train, y_train, x_test, y_test, num_classes, scale=255.0)
 
 
+def already_prepared(name: str, data_dir) -> Path | None:
+    """The version directory of ``name`` if it is prepared under ``data_dir``, else ``None``;
+    a data set there in a form plax cannot read raises (preparing again would reuse that folder
+    and still leave nothing readable)."""
+    try:
+        return find_prepared(name, data_dir)
+    except DatasetFormatError:
+        raise
+    except DatasetNotPreparedError:
+        return None
+
+
 def prepare(name: str, data_dir=None) -> Path:
     """Downloads ``name`` and writes it as array_record files under ``data_dir`` (explicit step).
 
@@ -236,12 +248,9 @@ def prepare(name: str, data_dir=None) -> Path:
     """
     builder_name = _builder_name(name)
     data_dir = os.path.expanduser(default_data_dir() if data_dir is None else os.fspath(data_dir))
-    try:
-        return find_prepared(name, data_dir)
-    except DatasetFormatError:
-        raise  # TFDS would reuse the folder that is there and still leave nothing we can read
-    except DatasetNotPreparedError:
-        pass
+    done = already_prepared(name, data_dir)
+    if done is not None:
+        return done
     try:
         import tensorflow  # noqa: F401  (only to give a clear error when it is missing)
     except ImportError as e:
